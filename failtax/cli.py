@@ -1,0 +1,65 @@
+"""The `failtax` command line.
+
+Subcommands live next to the code they drive and are imported only when
+invoked, so `failtax --help` is instant and `failtax discover` never imports
+the simulator or torch training code.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click command; imported on first use.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serving.cli:serve", "Start (or attach to) a model server from a recipe or a local model folder."),
+    "discover": ("failtax.commands:discover", "Episodes in, failure taxonomy and assignments out (a run folder)."),
+    "assign": ("failtax.commands:assign", "Assign episodes of a run (or new ones) to an existing taxonomy."),
+    "evaluate": ("failtax.commands:evaluate", "Score a run against ground-truth cause labels."),
+    "report": ("failtax.commands:report", "Rebuild summary.md and report.html of a run."),
+    "compare": ("failtax.compare:compare", "Run several reasoners on the same failures and compare them."),
+    "sim": ("sim.cli:sim", "Bundled indoor-navigation simulator: sample images, maps, episodes."),
+    "nav": ("nav_policy.cli:nav", "Navigation policy: collect expert data, train, evaluate."),
+    "close-loop": ("nav_policy.loop.cli:close_loop", "Evaluate → discover → collect in failure regions → retrain → evaluate."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        target, _ = _COMMANDS[name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise click.ClickException(
+                f"`failtax {name}` needs {e.name!r}, which is not installed; run `bash scripts/setup.sh`"
+            ) from e
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help without importing every subcommand's module.
+        rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="failtax")
+def main() -> None:
+    """failtax: turn robot failure logs into an interpretable failure taxonomy,
+    with self-hosted models, and close the loop back into the policy.
+
+    Typical use: `failtax serve embedded` (or point at your own vLLM server),
+    then `failtax discover EPISODES --config configs/pipeline/default.yaml`.
+    `failtax COMMAND --help` explains each command.
+    """
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Small helpers every failtax package shares: atomic files, stable hashes,
+derived RNGs and strict YAML-backed configs.
+
+This package is a leaf: it imports nothing else from the project, so `sim`,
+`serving`, `nav_policy` and `failtax` may all use it without breaking the
+one-way import arrows of docs/DESIGN.md.
+"""
+
+from failtax_common.config import StrictModel, dump_yaml, load_yaml
+from failtax_common.fileio import (
+    append_jsonl,
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
+from failtax_common.hashing import derive_rng, derive_seed, stable_hash
+
+__all__ = [
+    "StrictModel",
+    "append_jsonl",
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "derive_rng",
+    "derive_seed",
+    "dump_yaml",
+    "load_yaml",
+    "read_jsonl",
+    "stable_hash",
+]
