@@ -1,0 +1,215 @@
+"""The call cache: every model call stored on disk under its content hash.
+
+The key (`call_key`) hashes what determines the answer: the model id, the
+messages with image payloads replaced by their hashes, the schema or choice
+list, the sampling parameters and the seed. A rerun of a finished or
+interrupted run therefore makes no model call for work already done; only
+answers are cached, never failures of the transport (a dead server must not
+poison the cache). The key is also the `CallResult.call_id` recorded in runs.
+
+Layout: `<cache_dir>/<key[:2]>/<key>.json`, each written atomically, so any
+number of processes may share one cache folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from failtax_common import atomic_write_json, stable_hash
+from serving.images import messages_digest_form
+from serving.protocol import CallResult, LLMBackend, Message, Usage
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the key or the stored record changes meaning
+
+
+def default_cache_dir() -> Path:
+    """`${FAILTAX_HOME:-~/.cache/failtax}/calls`."""
+    from serving.embedded import failtax_home
+
+    return failtax_home() / "calls"
+
+
+def call_key(model_id: str, method: str, messages: list[Message], **params: Any) -> str:
+    """Content hash of one request; identical requests share a key across runs and machines.
+
+    Args:
+        model_id: the backend's model id.
+        method: "complete" | "complete_json" | "complete_choice".
+        messages: chat messages; image payloads are hashed, not embedded.
+        **params: schema or choices, max_tokens, temperature, seed.
+    """
+    return stable_hash(
+        {
+            "format": CACHE_FORMAT,
+            "model": model_id,
+            "method": method,
+            "messages": messages_digest_form(messages),
+            "params": params,
+        },
+        length=32,
+    )
+
+
+@dataclass
+class CacheStats:
+    calls: int = 0  # requests that reached the model
+    hits: int = 0  # requests answered from disk
+    errors: int = 0  # inner calls that raised (nothing cached)
+
+
+class CachedBackend:
+    """Wraps an `LLMBackend`; answers repeated requests from disk.
+
+    Example:
+        backend = CachedBackend(OpenAICompatBackend(...), "~/.cache/failtax/calls")
+        r = await backend.complete(msgs, max_tokens=64)   # stats.calls == 1
+        r = await backend.complete(msgs, max_tokens=64)   # stats.hits == 1, r.cached
+    """
+
+    def __init__(self, inner: LLMBackend, cache_dir: str | os.PathLike | None = None) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.stats = CacheStats()
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # settings of the wrapped backend (recipe, server, base_url ...)
+        if name == "inner":  # not set yet (copy/unpickle): do not recurse
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.json"
+
+    def _load(self, key: str) -> CallResult | None:
+        path = self._path(key)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as e:
+            log.warning("ignoring unreadable cache entry %s (%s); calling the model again", path, e)
+            return None
+        fields = record.get("result", {})
+        usage = Usage(**fields.pop("usage", {}))
+        known = {f.name for f in dataclasses.fields(CallResult)}
+        result = CallResult(**{k: v for k, v in fields.items() if k in known}, usage=usage)
+        result.cached = True
+        return result
+
+    def _store(self, key: str, result: CallResult, request: dict[str, Any]) -> None:
+        record = {"format": CACHE_FORMAT, "request": request, "result": dataclasses.asdict(result)}
+        record["result"]["cached"] = False
+        atomic_write_json(self._path(key), record)
+
+    async def _cached(
+        self, method: str, messages: list[Message], params: dict[str, Any], call
+    ) -> CallResult:
+        key = call_key(self.model_id, method, messages, **params)
+        hit = self._load(key)
+        if hit is not None:
+            self.stats.hits += 1
+            return hit
+        # identical requests in flight at once share one model call
+        if key in self._inflight:
+            result = await asyncio.shield(self._inflight[key])
+            self.stats.hits += 1
+            return dataclasses.replace(result, cached=True)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            self.stats.calls += 1
+            result = await call()
+            result.call_id = key
+            request = {
+                "model": self.model_id,
+                "method": method,
+                "messages": messages_digest_form(messages),
+                "params": params,
+            }
+            self._store(key, result, request)
+            future.set_result(result)
+            return result
+        except BaseException as e:
+            self.stats.errors += 1
+            future.set_exception(e)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def complete(
+        self, messages: list[Message], *, max_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> CallResult:
+        params = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+        return await self._cached(
+            "complete",
+            messages,
+            params,
+            lambda: self.inner.complete(
+                messages, max_tokens=max_tokens, temperature=temperature, seed=seed
+            ),
+        )
+
+    async def complete_json(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> CallResult:
+        params = {
+            "schema": schema,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        return await self._cached(
+            "complete_json",
+            messages,
+            params,
+            lambda: self.inner.complete_json(
+                messages, schema, max_tokens=max_tokens, temperature=temperature, seed=seed
+            ),
+        )
+
+    async def complete_choice(
+        self,
+        messages: list[Message],
+        choices: list[str],
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> CallResult:
+        params = {"choices": list(choices), "temperature": temperature, "seed": seed}
+        return await self._cached(
+            "complete_choice",
+            messages,
+            params,
+            lambda: self.inner.complete_choice(
+                messages, choices, temperature=temperature, seed=seed
+            ),
+        )
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()

