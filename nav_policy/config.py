@@ -1,0 +1,172 @@
+"""Typed configuration of the navigation policy stack (values in configs/nav/*.yaml).
+
+`NavConfig` nests one model per stage: the simulator to use, the expert
+(planner + MPC), the CNN, collection, training and evaluation. Load one with
+`load_nav_config(path, overrides)`; unknown keys are errors.
+
+Example:
+    >>> cfg = load_nav_config("configs/nav/default.yaml", {"collect.budget_samples": 2000})
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from failtax_common import StrictModel, load_yaml
+
+# Reset seeds of evaluation sets live at or above this offset; training and
+# collection seeds are reduced below it, so the two can never overlap.
+EVAL_SEED_OFFSET = 1 << 40
+
+
+class SimRefConfig(StrictModel):
+    """Which simulator configuration the policy lives in."""
+
+    config_path: str | None = "configs/sim/default.yaml"  # sim YAML (None: sim defaults)
+    # Dotted-key overrides applied on top, e.g. {"episode.time_limit_s": 40}.
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class MPCConfig(StrictModel):
+    """CasADi MPC that tracks the global path under unicycle limits."""
+
+    solver: Literal["fatrop", "ipopt"] = "fatrop"  # primary NLP solver
+    # On failure: this solver, then pure pursuit.
+    fallback: Literal["ipopt", "pure_pursuit", "none"] = "ipopt"
+    horizon_steps: int = Field(15, ge=3, le=60)  # prediction horizon (steps of the sim's dt_s)
+    obstacles_per_stage: int = Field(6, ge=1, le=24)  # nearest surfaces constrained at each stage
+    obstacle_search_radius_m: float = Field(3.0, gt=0)  # farther surfaces are ignored
+    safety_margin_m: float = Field(0.04, ge=0)  # kept between body and surface beyond the radius
+    track_weight: float = Field(4.0, gt=0)  # cost per m² of distance to the reference point
+    terminal_weight: float = Field(20.0, ge=0)  # extra cost on the last reference point
+    heading_weight: float = Field(0.2, ge=0)  # cost on heading error to the path tangent
+    accel_weight: float = Field(0.05, ge=0)  # cost per (m/s²)² of acceleration
+    turn_weight: float = Field(0.05, ge=0)  # cost per (rad/s)² of turn rate
+    turn_change_weight: float = Field(0.5, ge=0)  # cost per (rad/s)² of turn-rate change per step
+    slack_weight: float = Field(2000.0, gt=0)  # cost per metre of violated obstacle distance
+    max_iterations: int = Field(60, ge=1)  # solver iteration cap
+    tolerance: float = Field(1e-4, gt=0)  # solver convergence tolerance
+
+
+class ExpertConfig(StrictModel):
+    """Privileged expert: global path on the true map + MPC tracking."""
+
+    kind: Literal["mpc", "pure_pursuit"] = "mpc"  # controller that tracks the path
+    cruise_speed_mps: float = Field(0.8, gt=0)  # speed on straight, open stretches
+    lateral_accel_mps2: float = Field(0.6, gt=0)  # curvature speed limit v² κ <= this
+    decel_mps2: float = Field(0.8, gt=0)  # braking used for the speed profile (goal, curves)
+    slow_clearance_m: float = Field(0.55, gt=0)  # below this clearance the profile slows down
+    slow_speed_fraction: float = Field(0.5, gt=0, le=1)  # speed fraction at minimum clearance
+    smoothing_window_m: float = Field(0.6, ge=0)  # moving-average window that rounds grid corners
+    replan_distance_m: float = Field(0.5, gt=0)  # replan when this far from the current path
+    lookahead_m: float = Field(0.6, gt=0)  # pure-pursuit lookahead (fallback controller)
+    mpc: MPCConfig = MPCConfig()  # the tracking MPC
+
+
+class ModelConfig(StrictModel):
+    """The CNN policy: RGB image + ego velocity + goal -> (speed, turn-rate) command."""
+
+    # Conv channels; each block halves the resolution.
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 32, 64])
+    hidden_units: int = Field(128, ge=8)  # width of the fully connected layers
+    goal_range_m: float = Field(10.0, gt=0)  # goal distance is divided by this and clipped at 1
+    # Ego velocity the net sees. The turn rate invites "copycat" cloning (the
+    # next turn rate is nearly the current one; the same holds for speed), so by
+    # default none: the command is absolute and needs no ego state.
+    ego_inputs: Literal["speed_turn", "speed", "none"] = "none"
+    dropout: float = Field(0.0, ge=0, lt=1)  # dropout before the output layer
+
+
+class CollectConfig(StrictModel):
+    """Expert data collection."""
+
+    arm: Literal["uniform", "targeted"] = "uniform"  # how start/goal pairs are drawn
+    budget_samples: int = Field(20000, ge=1)  # labelled states to collect (equal-cost comparison)
+    seed: int = 0  # seed of the collection run (starts, goals, buildings)
+    family: str = "office_a"  # building family to collect in
+    samples_per_shard: int = Field(2000, ge=1)  # approximate shard size (whole episodes per shard)
+    num_workers: int = Field(2, ge=1)  # worker processes
+    regions_path: str | None = None  # regions.json for the targeted arm
+    region_radius_m: float = Field(1.0, gt=0)  # pass-near distance to a region's objects/points
+    start_noise_yaw_rad: float = Field(0.0, ge=0)  # extra heading noise at the start (augmentation)
+    # Noise added to the executed action while the label stays the expert's
+    # (DART-style), so the data shows how to recover from small drifts.
+    action_noise_std: tuple[float, float] = (0.0, 0.0)  # [accel m/s², turn rate rad/s]
+    dagger_checkpoint: str | None = None  # policy that drives while the expert labels (DAgger)
+    dagger_beta: float = Field(0.5, ge=0, le=1)  # probability the expert's action is executed
+    max_episode_steps: int | None = Field(None, ge=1)  # cap per episode (None: the sim's limit)
+    drop_failed_episodes: bool = True  # discard episodes where the expert itself collided
+
+
+class TrainConfig(StrictModel):
+    """Training and fine-tuning."""
+
+    seed: int = 0  # seed for initialisation, data order and validation split
+    epochs: int = Field(8, ge=1)  # passes over the training data
+    batch_size: int = Field(128, ge=1)  # samples per optimiser step
+    learning_rate: float = Field(1e-3, gt=0)  # AdamW learning rate
+    weight_decay: float = Field(1e-4, ge=0)  # AdamW weight decay
+    turn_loss_weight: float = Field(1.0, ge=0)  # weight of the turn-rate term of the loss
+    val_fraction: float = Field(0.05, ge=0, lt=1)  # episodes held out for validation loss
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when present, else CPU
+    num_threads: int = Field(1, ge=1)  # CPU threads (fixed so runs are reproducible)
+    deterministic: bool = True  # torch.use_deterministic_algorithms
+    brightness_jitter: float = Field(0.1, ge=0, lt=1)  # random image brightness scale ± this
+
+
+class EvaluateConfig(StrictModel):
+    """Failure-rate evaluation on fixed, held-out start/goal sets."""
+
+    num_rollouts: int = Field(50, ge=1)  # episodes per evaluation set
+    family: str = "office_a"  # building family (office_a in-distribution, office_b held out)
+    eval_set_seed: int = Field(0, ge=0)  # which fixed evaluation set (index, not a training seed)
+    save_failures: bool = True  # write collision episodes in the episode format
+    save_all: bool = False  # also write successes and timeouts
+    frame_stride: int = Field(1, ge=1)  # keep a frame every this many steps
+    device: Literal["auto", "cpu", "cuda"] = "cpu"  # inference device
+    num_workers: int = Field(1, ge=1)  # rollout worker processes
+
+
+class NavConfig(StrictModel):
+    """Everything the `failtax nav` commands read."""
+
+    sim: SimRefConfig = SimRefConfig()  # simulator configuration
+    expert: ExpertConfig = ExpertConfig()  # expert planner and controller
+    model: ModelConfig = ModelConfig()  # CNN policy
+    collect: CollectConfig = CollectConfig()  # data collection
+    train: TrainConfig = TrainConfig()  # training / fine-tuning
+    evaluate: EvaluateConfig = EvaluateConfig()  # evaluation
+
+    @model_validator(mode="after")
+    def _check(self) -> NavConfig:
+        if self.collect.arm == "targeted" and not self.collect.regions_path:
+            raise ValueError("collect.arm 'targeted' needs collect.regions_path (a regions.json)")
+        if self.expert.mpc.fallback == self.expert.mpc.solver:
+            raise ValueError(
+                f"expert.mpc.fallback equals expert.mpc.solver ({self.expert.mpc.solver}); "
+                "pick a different fallback or 'pure_pursuit'"
+            )
+        return self
+
+
+def load_nav_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+) -> NavConfig:
+    """Load a `NavConfig` from YAML (None: defaults) with dotted-key overrides."""
+    return load_yaml(NavConfig, path, overrides)
+
+
+def load_sim_for(cfg: NavConfig):
+    """The SimConfig a NavConfig refers to (imports sim lazily)."""
+    from sim.config import load_sim_config
+
+    path = cfg.sim.config_path
+    if path is not None and not os.path.isabs(path) and not os.path.exists(path):
+        # Relative to the repository root when run from elsewhere.
+        here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+        if os.path.exists(here):
+            path = here
+    return load_sim_config(path, cfg.sim.overrides)

@@ -1,0 +1,150 @@
+"""Typed configuration of the closed loop (values in configs/loop/*.yaml).
+
+`LoopConfig` nests the navigation stack's `NavConfig` (expert, CNN, collection,
+training, evaluation) and the failure-analysis `PipelineConfig`, and adds what
+only the loop decides: the arms, the budget B, how B is split across failure
+modes, the evaluation sets, and how failure modes become regions.
+
+Example:
+    >>> cfg = load_loop_config("quick", {"budget_samples": 2000})
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from failtax.config import PipelineConfig
+from failtax_common import StrictModel, load_yaml
+from nav_policy.config import NavConfig
+
+ARMS = ("targeted_semantic", "targeted_collision", "uniform")
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "loop"
+
+
+class BaseStageConfig(StrictModel):
+    """The policy the loop starts from."""
+
+    # an existing checkpoint to start from; None: collect `budget_samples` uniformly and train
+    checkpoint: str | None = None
+    # uniform expert samples of the base dataset (also the "base" data every arm fine-tunes on)
+    budget_samples: int = Field(4000, ge=1)
+    # collection seed of the base dataset (arms use seeds derived from LoopConfig.seed)
+    seed: int = 0
+    # base dataset folder to reuse (None: collected into the loop's folder)
+    data_dir: str | None = None
+
+
+class EvalSetsConfig(StrictModel):
+    """Fixed evaluation sets and the failure-mining set (never the same rollouts)."""
+
+    # rollouts of the in-distribution set (office_a) per policy
+    in_distribution_rollouts: int = Field(50, ge=1)
+    # rollouts of the held-out set (office_b) per policy; 0 skips OOD evaluation
+    ood_rollouts: int = Field(50, ge=0)
+    in_distribution_family: str = "office_a"  # family the policy trains in
+    ood_family: str = "office_b"  # held-out family
+    eval_set_seed: int = Field(0, ge=0)  # which fixed evaluation set (shared by every arm)
+    # rollouts of the base policy whose failures feed discovery (a different set, so the
+    # taxonomy and regions are never fitted to the evaluation rollouts)
+    mining_rollouts: int = Field(100, ge=1)
+    mining_set_seed: int = Field(1, ge=0)  # fixed set used for failure mining
+
+
+class RegionsConfig(StrictModel):
+    """How failure modes become regions (nav_policy.loop.regions)."""
+
+    # radius (m) of a collision site around the robot's pose at the failure step
+    collision_radius_m: float = Field(0.8, gt=0)
+    # collision sites of one mode closer than this (m) are merged into one circle
+    merge_sites_within_m: float = Field(0.3, ge=0)
+    # objects within this distance (m) of a collision site are listed as the site's objects
+    site_object_radius_m: float = Field(0.5, ge=0)
+    # an object (class, material) phrase matches a mode at this cosine similarity or above
+    # (MiniLM: the right kinds scored 0.32-0.64 against sim failure modes, unrelated ones < 0.22)
+    semantic_min_similarity: float = Field(0.3, ge=-1, le=1)
+    # ... and within this margin of the mode's best phrase (keeps only the closest kinds)
+    semantic_margin: float = Field(0.15, ge=0)
+    # what stands for a mode in the match: "mode" (name, description, keywords), "members"
+    # (mean over the failure explanations assigned to it) or "mode_and_members" (average).
+    # A weak model may name a cluster of table collisions "glass door"; members cannot lie so.
+    semantic_source: Literal["mode", "members", "mode_and_members"] = "members"
+    # at most this many (class, material) kinds per mode
+    semantic_max_kinds: int = Field(2, ge=1)
+    # "family": matching objects in every building of the family (any building seed);
+    # "failure_buildings": only in the buildings where the mode's failures happened
+    semantic_scope: Literal["family", "failure_buildings"] = "family"
+    # buildings scanned for the (class, material) catalogue of the family
+    catalogue_buildings: int = Field(8, ge=1)
+    # targeted_semantic arm: share of each mode's budget spent at its collision sites
+    collision_share_in_semantic: float = Field(0.5, ge=0, le=1)
+    # pass-near distance (m) written into every region (nav collect.region_radius_m otherwise)
+    pass_near_radius_m: float = Field(1.0, gt=0)
+    # text embedder of the semantic match (failtax.embedding kinds: minilm, hashing)
+    embedder: Literal["minilm", "hashing"] = "minilm"
+
+
+class LoopConfig(StrictModel):
+    """Everything `failtax close-loop` reads."""
+
+    nav: NavConfig = Field(default_factory=NavConfig)  # sim, expert, CNN, collect/train/evaluate
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # failtax discover
+    base: BaseStageConfig = Field(default_factory=BaseStageConfig)  # starting policy
+    eval: EvalSetsConfig = Field(default_factory=EvalSetsConfig)  # evaluation and mining sets
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)  # modes -> regions
+    # arms compared at the same budget and seeds
+    arms: list[Literal["targeted_semantic", "targeted_collision", "uniform"]] = Field(
+        default_factory=lambda: list(ARMS))
+    budget_samples: int = Field(4000, ge=1)  # B: new expert samples per arm and cycle
+    # how B is split across modes: by assigned frequency, equally, or by sqrt(frequency)
+    split: Literal["frequency", "equal", "sqrt_frequency"] = "frequency"
+    # modes below this assigned frequency get no budget (their share goes to the others)
+    min_mode_frequency: float = Field(0.0, ge=0, lt=1)
+    cycles: int = Field(1, ge=1)  # discover -> collect -> fine-tune rounds per arm
+    seed: int = 1  # collection seed of the arms (the same for every arm; != base.seed)
+    # fine-tuning epochs (None: nav.train.epochs)
+    finetune_epochs: int | None = Field(None, ge=1)
+    preset: str | None = None  # name of the preset this config came from (informational)
+
+    @model_validator(mode="after")
+    def _check(self) -> LoopConfig:
+        if not self.arms:
+            raise ValueError("arms is empty; list at least one of " + ", ".join(ARMS))
+        if len(set(self.arms)) != len(self.arms):
+            raise ValueError(f"arms lists an arm twice: {self.arms}")
+        if self.eval.in_distribution_family == self.eval.ood_family and self.eval.ood_rollouts:
+            raise ValueError("eval.ood_family equals eval.in_distribution_family; pick the held-out "
+                             "family (office_b) or set eval.ood_rollouts: 0")
+        if (self.eval.mining_set_seed == self.eval.eval_set_seed):
+            raise ValueError("eval.mining_set_seed equals eval.eval_set_seed: failures for discovery "
+                             "must come from a different set than the evaluation; change one")
+        if self.base.seed == self.seed:
+            raise ValueError("base.seed equals seed: the uniform arm would recollect the base data; "
+                             "use different seeds")
+        return self
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """`quick`/`full` (configs/loop/<name>.yaml) or a YAML path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not preset.exists():
+        known = sorted(x.stem for x in PRESETS_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown preset {name_or_path!r}; valid: {', '.join(known)} "
+                         "or a path to a YAML file")
+    return preset
+
+
+def load_loop_config(name_or_path: str | os.PathLike | None = None,
+                     overrides: dict[str, Any] | None = None) -> LoopConfig:
+    """Load a LoopConfig from a preset name or YAML path (None: defaults), with dotted overrides."""
+    path = None if name_or_path is None else resolve_preset(str(name_or_path))
+    cfg = load_yaml(LoopConfig, path, overrides)
+    if path is not None and cfg.preset is None:
+        cfg = cfg.model_copy(update={"preset": path.stem})
+    return cfg

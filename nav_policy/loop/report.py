@@ -1,0 +1,343 @@
+"""results.json, report.md and a self-contained report.html of a closed-loop folder.
+
+Only this module reads ground truth (the sim's cause class of each evaluation
+failure, from the evaluations' rollouts/summary files) — for the
+before/after breakdown. Discovery and region mapping never do.
+
+results.json (schema_version 1)::
+
+    {"schema_version": 1, "preset", "budget_samples", "arms", "cycles",
+     "policies": {policy: {set: {"failure_rate", "ci95": [lo, hi], "failures",
+                                 "rollouts", "success_rate", "timeout_rate",
+                                 "failures_by_cause": {cause: n}}}},
+     "relative_reduction": {policy: {set: (base - policy) / base}},
+     "causes": {set: {cause: {policy: n}}},
+     "taxonomies": [{"cycle", "policy", "mining": {...}, "modes": [...], "outliers"}],
+     "stage_seconds": {stage: s}, "seconds_by_kind": {kind: s}, "total_seconds": s,
+     "stage_cpu_seconds": {stage: s}, "total_cpu_seconds": s}
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from failtax_common import atomic_write_json, atomic_write_text
+from nav_policy.loop.config import LoopConfig
+from nav_policy.stats import wilson_interval
+
+SCHEMA_VERSION = 1
+SET_LABELS = {"in_distribution": "in-distribution", "ood": "held-out (OOD)"}
+
+
+def _read_json(p: Path) -> dict | None:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _policies(out: Path) -> list[str]:
+    root = out / "evals"
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    return (["base"] if "base" in names else []) + [n for n in names if n != "base"]
+
+
+def _set_result(summary: dict) -> dict:
+    n = int(summary["eval/num_rollouts"])
+    k = int(summary["eval/failures"])
+    lo, hi = wilson_interval(k, n)
+    return {"failure_rate": k / n if n else 0.0, "ci95": [lo, hi], "failures": k, "rollouts": n,
+            "success_rate": summary.get("eval/success_rate"),
+            "timeout_rate": summary.get("eval/timeout_rate"),
+            "failures_by_cause": summary.get("eval/failures_by_cause", {})}
+
+
+def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
+    """Gather every number of the loop folder into the results.json dict."""
+    from nav_policy.loop.run import stage_cpu_seconds, stage_seconds
+
+    policies: dict[str, dict] = {}
+    for pol in _policies(out):
+        for which in ("in_distribution", "ood"):
+            s = _read_json(out / "evals" / pol / which / "summary.json")
+            if s is not None:
+                policies.setdefault(pol, {})[which] = _set_result(s)
+    reduction: dict[str, dict] = {}
+    base = policies.get("base", {})
+    for pol, sets in policies.items():
+        if pol == "base":
+            continue
+        for which, r in sets.items():
+            b = base.get(which, {}).get("failure_rate")
+            if b:
+                reduction.setdefault(pol, {})[which] = (b - r["failure_rate"]) / b
+    causes: dict[str, dict] = {}
+    for pol, sets in policies.items():
+        for which, r in sets.items():
+            for cause, n in r["failures_by_cause"].items():
+                causes.setdefault(which, {}).setdefault(cause, {})[pol] = int(n)
+    taxonomies = []
+    for rfile in sorted(out.glob("cycle*/*/regions.json")):
+        doc = _read_json(rfile) or {}
+        mining = _read_json(rfile.parent / "mine" / "summary.json") or {}
+        tax = _read_json(rfile.parent / "discover" / "taxonomy.json") or {}
+        taxonomies.append({
+            "cycle": int(rfile.parent.parent.name.removeprefix("cycle")),
+            "policy": rfile.parent.name,
+            "strategy": tax.get("strategy"), "notes": tax.get("notes", {}),
+            "mining": {"rollouts": mining.get("eval/num_rollouts"),
+                       "failures": mining.get("eval/failures"),
+                       "failure_rate": mining.get("eval/failure_rate")},
+            "outliers": doc.get("outlier_episodes"),
+            "embedder": doc.get("embedder"),
+            "modes": [{
+                "name": m["name"], "description": m["description"], "keywords": m["keywords"],
+                "frequency": m["frequency"], "count": m["count"],
+                "budget_samples": m.get("budget_samples", 0),
+                "collision_sites": len(m["collision_sites"]),
+                "semantic_matches": [f"{s['object_class']}/{s['material']} ({s['similarity']:.2f})"
+                                     for s in m["semantic_matches"]],
+            } for m in doc.get("modes", [])],
+            "regions": {arm: len(recs) for arm, recs in doc.get("regions", {}).items()},
+        })
+    secs = stage_seconds(out)
+    cpu = stage_cpu_seconds(out)
+    by_kind: dict[str, float] = {}
+    for name, s in secs.items():
+        kind = name.split("/")[-1] if not name.startswith("evaluate/") else "evaluate"
+        by_kind[kind] = by_kind.get(kind, 0.0) + s
+    return {
+        "schema_version": SCHEMA_VERSION, "preset": cfg.preset,
+        "budget_samples": cfg.budget_samples, "base_budget_samples": cfg.base.budget_samples,
+        "arms": list(cfg.arms), "cycles": cfg.cycles, "split": cfg.split,
+        "eval": cfg.eval.model_dump(mode="json"), "policies": policies,
+        "relative_reduction": reduction, "causes": causes, "taxonomies": taxonomies,
+        "stage_seconds": secs, "seconds_by_kind": by_kind,
+        "total_seconds": sum(secs.values()),
+        "stage_cpu_seconds": cpu, "total_cpu_seconds": sum(cpu.values()),
+    }
+
+
+# ---------------------------------------------------------------------- plots
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plot_failure_rates(results: dict) -> str | None:
+    """Bar chart: failure rate per policy and set with Wilson 95% error bars (base64 PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    pols = list(results["policies"])
+    if not pols:
+        return None
+    sets = [s for s in ("in_distribution", "ood")
+            if any(s in results["policies"][p] for p in pols)]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(pols), 3.4))
+    width = 0.8 / max(len(sets), 1)
+    for j, which in enumerate(sets):
+        xs, ys, lo, hi = [], [], [], []
+        for i, p in enumerate(pols):
+            r = results["policies"][p].get(which)
+            if r is None:
+                continue
+            xs.append(i + (j - (len(sets) - 1) / 2) * width)
+            ys.append(r["failure_rate"])
+            lo.append(r["failure_rate"] - r["ci95"][0])
+            hi.append(r["ci95"][1] - r["failure_rate"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=4, label=SET_LABELS[which])
+    ax.set_xticks(np.arange(len(pols)), pols, rotation=15)
+    ax.set_ylabel("failure rate")
+    ax.set_ylim(0, 1.08)
+    ax.legend()
+    ax.set_title("Failure rate per arm (95% Wilson intervals)")
+    return _png(fig)
+
+
+def plot_causes(results: dict, which: str = "in_distribution") -> str | None:
+    """Grouped bars: failures per ground-truth cause, per policy (base64 PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = results["causes"].get(which)
+    if not table:
+        return None
+    causes = sorted(table, key=lambda c: -sum(table[c].values()))
+    pols = [p for p in results["policies"] if which in results["policies"][p]]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(causes), 3.4))
+    width = 0.8 / max(len(pols), 1)
+    for j, p in enumerate(pols):
+        ax.bar(np.arange(len(causes)) + (j - (len(pols) - 1) / 2) * width,
+               [table[c].get(p, 0) for c in causes], width, label=p)
+    ax.set_xticks(np.arange(len(causes)), causes, rotation=20)
+    ax.set_ylabel("failures")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Failures by ground-truth cause, {SET_LABELS[which]} set")
+    return _png(fig)
+
+
+def region_maps(cfg: LoopConfig, out: Path, max_maps: int = 2) -> list[tuple[str, str]]:
+    """Top-down maps of the buildings with most collision sites: regions + failures."""
+    from nav_policy.config import load_sim_for
+    from sim.env import load_world
+    from sim.topdown import Region, render_topdown
+
+    maps = []
+    sim_cfg = load_sim_for(cfg.nav)
+    for rfile in sorted(out.glob("cycle*/*/regions.json")):
+        doc = _read_json(rfile) or {}
+        counts: dict[str, int] = {}
+        for m in doc.get("modes", []):
+            for s in m["collision_sites"]:
+                counts[s["building_id"]] = counts.get(s["building_id"], 0) + 1
+        for bid, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_maps]:
+            seed = int(bid.rsplit("-", 1)[1])
+            world = load_world(sim_cfg, doc.get("family", "office_a"), seed)
+            sites, highlight = [], []
+            for m in doc.get("modes", []):
+                sites += [tuple(s["xy"]) for s in m["collision_sites"] if s["building_id"] == bid]
+                for sm in m["semantic_matches"]:
+                    highlight += sm["object_ids"].get(bid, [])
+            uniq: dict = {}  # one circle per site, even when both arms list it
+            for rec in [r for recs in doc.get("regions", {}).values() for r in recs]:
+                if rec.get("building_id") == bid and rec["why"] == "collision_site":
+                    for a in rec["areas"]:
+                        key = (tuple(a["points"][0]), a["radius_m"])
+                        uniq[key] = Region.circle(key[0], key[1], rec["mode"][:18])
+            img = render_topdown(world.building, collisions=sites, regions=list(uniq.values()),
+                                 highlight_object_ids=sorted(set(highlight)),
+                                 title=f"{bid}: collision sites (x), regions, semantic matches")
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            maps.append((f"{rfile.parent.parent.name}/{rfile.parent.name} {bid}",
+                         base64.b64encode(buf.getvalue()).decode()))
+    return maps
+
+
+# ---------------------------------------------------------------------- documents
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def report_markdown(results: dict) -> str:
+    """report.md: the numbers in tables."""
+    lines = [(f"# Closed loop: {results.get('preset') or 'custom'} "
+              f"(B = {results['budget_samples']} samples per arm, {results['cycles']} cycle(s))"),
+             "", "## Failure rate per arm (95% Wilson interval)", "",
+             "| policy | set | failure rate | 95% CI | failures / rollouts | rel. reduction |",
+             "|---|---|---|---|---|---|"]
+    for pol, sets in results["policies"].items():
+        for which, r in sets.items():
+            red = results["relative_reduction"].get(pol, {}).get(which)
+            lines.append(f"| {pol} | {SET_LABELS[which]} | {_pct(r['failure_rate'])} | "
+                         f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | {r['failures']}/"
+                         f"{r['rollouts']} | {'' if red is None else _pct(red)} |")
+    for which, table in results["causes"].items():
+        pols = [p for p in results["policies"] if which in results["policies"][p]]
+        lines += ["", f"## Failures by ground-truth cause ({SET_LABELS[which]})", "",
+                  "| cause | " + " | ".join(pols) + " |", "|---" * (len(pols) + 1) + "|"]
+        for cause in sorted(table, key=lambda c: -sum(table[c].values())):
+            lines.append(f"| {cause} | " + " | ".join(str(table[cause].get(p, 0)) for p in pols)
+                         + " |")
+    for t in results["taxonomies"]:
+        mn = t["mining"]
+        lines += ["", (f"## Taxonomy, cycle {t['cycle']} ({t['policy']} policy; "
+                       f"{mn['failures']} failures of {mn['rollouts']} mining rollouts, "
+                       f"{t['outliers']} outliers)"), "",
+                  "| mode | frequency | count | budget | collision sites | semantic matches |",
+                  "|---|---|---|---|---|---|"]
+        for m in t["modes"]:
+            lines.append(f"| {m['name']} | {_pct(m['frequency'])} | {m['count']} | "
+                         f"{m['budget_samples']} | {m['collision_sites']} | "
+                         f"{', '.join(m['semantic_matches']) or '–'} |")
+    cpu = results.get("stage_cpu_seconds", {})
+    lines += ["", "## Wall time per stage", "",
+              "CPU seconds: this process and its finished children (workers, model server);",
+              "on a shared machine they, not wall time, say what a stage costs on free cores.", "",
+              "| stage | wall seconds | CPU seconds |", "|---|---|---|"]
+    for name, s in results["stage_seconds"].items():
+        c = cpu.get(name)
+        lines.append(f"| {name} | {s:.1f} | {'' if c is None else f'{c:.1f}'} |")
+    lines.append(f"| **total** | **{results['total_seconds']:.1f}** | "
+                 f"**{results.get('total_cpu_seconds', 0.0):.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def report_html(results: dict, images: list[tuple[str, str]], markdown: str) -> str:
+    """report.html: the tables plus embedded PNG plots (no external files)."""
+    body = []
+    for line in markdown.splitlines():
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("|---"):
+            continue
+        elif line.startswith("|"):
+            cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+            tag = "th" if body and not body[-1].startswith("<tr") else "td"
+            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells)
+                        + "</tr>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    # Wrap consecutive rows in tables.
+    out, in_table = [], False
+    for b in body:
+        if b.startswith("<tr") and not in_table:
+            out.append("<table>")
+            in_table = True
+        if not b.startswith("<tr") and in_table:
+            out.append("</table>")
+            in_table = False
+        out.append(b)
+    if in_table:
+        out.append("</table>")
+    figs = "".join(f"<figure><img src='data:image/png;base64,{b64}'><figcaption>"
+                   f"{html.escape(title)}</figcaption></figure>" for title, b64 in images)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;font-size:90%}figure{display:inline-block;margin:8px}"
+             "img{max-width:1000px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>closed loop</title>"
+            f"<style>{style}</style></head><body><h2>Plots</h2>{figs}{''.join(out)}"
+            "</body></html>")
+
+
+def write_results(cfg: LoopConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write results.json, report.md and report.html into the loop folder."""
+    out = Path(out_dir)
+    results = collect_results(cfg, out)
+    md = report_markdown(results)
+    images: list[tuple[str, str]] = []
+    for title, fn in (("Failure rate per arm", plot_failure_rates),
+                      ("Failures by cause (in-distribution)", plot_causes),
+                      ("Failures by cause (OOD)", lambda r: plot_causes(r, "ood"))):
+        b64 = fn(results)
+        if b64:
+            images.append((title, b64))
+    try:
+        images += [(f"Top-down map {t}", b) for t, b in region_maps(cfg, out)]
+    except (OSError, ValueError, KeyError) as e:  # a map is a nicety; keep the numbers
+        results["map_error"] = f"{type(e).__name__}: {e}"
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", report_html(results, images, md))
+    return results
+

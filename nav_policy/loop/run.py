@@ -1,0 +1,379 @@
+"""The closed loop: evaluate → discover → regions → collect → fine-tune → evaluate.
+
+`run_loop(cfg, out_dir)` fills one folder (docs/LOOP.md)::
+
+    OUT/
+      loop_config.yaml          the resolved LoopConfig
+      stages.jsonl              start / finish / skip per stage: input hash, seconds
+      base/data/, base/policy/  base dataset and policy (unless base.checkpoint is given)
+      evals/<policy>/<set>/     fixed evaluation sets (in_distribution, ood): summary.json
+      cycle<k>/<policy>/mine/   failure mining rollouts + failure episodes (a separate set)
+      cycle<k>/<policy>/discover/  the failtax run folder (taxonomy.json, assignments.jsonl)
+      cycle<k>/<policy>/regions.json, regions_<arm>.json
+      cycle<k>/<arm>/data/, cycle<k>/<arm>/policy/   new expert data, fine-tuned policy
+      results.json, report.md, report.html
+
+Every stage is skipped when its outputs exist and its last `finish` line in
+stages.jsonl has the same input hash (config values + hashes of its input
+files); the stages underneath (collect, train, evaluate, discover) also resume
+a partially done folder on their own, so a killed loop continues where it
+stopped. Arms share the seeds and the budget: the same collection seed for
+every arm, B samples each, fine-tuned with the same settings from the same
+checkpoint on base + new data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from failtax_common import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    derive_seed,
+    dump_yaml,
+    read_jsonl,
+    stable_hash,
+)
+from nav_policy.config import NavConfig
+from nav_policy.loop.config import LoopConfig
+
+log = logging.getLogger(__name__)
+
+STAGES_FILE = "stages.jsonl"
+EVAL_SETS = ("in_distribution", "ood")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """Content hash of a file (checkpoints, manifests, regions files)."""
+    return stable_hash(Path(path).read_bytes())
+
+
+class StageRunner:
+    """Runs named stages once: skip when outputs exist and the input hash is unchanged.
+
+    Args:
+        out_dir: the loop folder (holds stages.jsonl).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.dir = out_dir
+        self.path = out_dir / STAGES_FILE
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def last_finish(self, name: str) -> dict | None:
+        rows = [r for r in read_jsonl(self.path) if r.get("stage") == name
+                and r.get("event") == "finish"]
+        return rows[-1] if rows else None
+
+    def run(self, name: str, inputs: Any, outputs: list[Path], fn: Callable[[], Any], *,
+            on_change: str = "rerun") -> None:
+        """Run `fn` for stage `name` unless it finished with the same inputs.
+
+        Args:
+            name: unique stage name, e.g. "cycle0/targeted_semantic/collect".
+            inputs: JSON-able description of everything the stage's output depends on.
+            outputs: files that must exist for the stage to count as done.
+            fn: does the work (itself resumable, or cheap).
+            on_change: "rerun" (the stage's own resume logic copes with new inputs)
+                or "refuse" (a finished output with other inputs must not be resumed).
+        """
+        h = stable_hash(inputs)
+        last = self.last_finish(name)
+        have = all(p.exists() for p in outputs)
+        if last is not None and last.get("input_hash") == h and have:
+            append_jsonl(self.path, {"stage": name, "event": "skip", "time": _now(),
+                                     "input_hash": h})
+            self.skipped.append(name)
+            log.info("stage %s: done before, skipped", name)
+            return
+        # A folder left by other inputs (outputs or partial state such as checkpoints)
+        # must not be resumed; a deleted one is simply redone.
+        stale = any(p.parent.exists() for p in outputs)
+        if last is not None and last.get("input_hash") != h and on_change == "refuse" and stale:
+            where = ", ".join(str(p.parent) for p in outputs)
+            raise ValueError(f"stage {name} finished before with other inputs (config or "
+                             f"upstream files changed); delete {where} to redo it, or use a "
+                             "new output folder")
+        append_jsonl(self.path, {"stage": name, "event": "start", "time": _now(),
+                                 "input_hash": h})
+        log.info("stage %s: start", name)
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        fn()
+        seconds = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
+        missing = [str(p) for p in outputs if not p.exists()]
+        if missing:
+            raise RuntimeError(f"stage {name} finished without writing {missing}")
+        append_jsonl(self.path, {"stage": name, "event": "finish", "time": _now(),
+                                 "input_hash": h, "seconds": round(seconds, 3),
+                                 "cpu_seconds": round(cpu, 3)})
+        self.ran.append(name)
+        log.info("stage %s: finished in %.1f s", name, seconds)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (workers, the model server).
+
+    Wall time on a shared machine says little; CPU time says what the stage costs on
+    free cores (wall >= cpu / cores).
+    """
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+def stage_cpu_seconds(out_dir: str | os.PathLike) -> dict[str, float]:
+    """CPU seconds (process + finished children) of each stage's last finished run."""
+    out: dict[str, float] = {}
+    for r in read_jsonl(Path(out_dir) / STAGES_FILE):
+        if r.get("event") == "finish" and "cpu_seconds" in r:
+            out[r["stage"]] = float(r["cpu_seconds"])
+    return out
+
+
+def stage_seconds(out_dir: str | os.PathLike) -> dict[str, float]:
+    """Wall seconds of each stage's last finished run (skips cost nothing and keep it)."""
+    out: dict[str, float] = {}
+    for r in read_jsonl(Path(out_dir) / STAGES_FILE):
+        if r.get("event") == "finish":
+            out[r["stage"]] = float(r.get("seconds", 0.0))
+    return out
+
+
+# ---------------------------------------------------------------------- helpers
+def nav_config(cfg: LoopConfig, **dotted: Any) -> NavConfig:
+    """cfg.nav with dotted overrides, e.g. nav_config(cfg, **{"collect.arm": "targeted"})."""
+    data = cfg.nav.model_dump(mode="json")
+    for key, value in dotted.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return NavConfig.model_validate(data)
+
+
+def _nav_section(cfg: LoopConfig, *names: str) -> dict:
+    d = cfg.nav.model_dump(mode="json")
+    return {n: d[n] for n in names}
+
+
+def _manifest_id(root: Path) -> Any:
+    import json
+
+    m = json.loads((root / "manifest.json").read_text())
+    return [m.get("fingerprint"), m.get("num_samples")]
+
+
+def _eval_dir(out: Path, policy: str, which: str) -> Path:
+    return out / "evals" / policy / which
+
+
+# ---------------------------------------------------------------------- the loop
+def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the closed loop into `out_dir`; returns results.json's content.
+
+    Args:
+        cfg: the loop config.
+        out_dir: the loop folder (module docstring).
+        backend: an LLMBackend for discovery (None: built from cfg.pipeline.backend,
+            the embedded model by default, started and stopped by the pipeline).
+        progress: show progress bars.
+    """
+    from nav_policy.collect import collect
+    from nav_policy.evaluate import evaluate_checkpoint
+    from nav_policy.train import train_policy
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "loop_config.yaml", dump_yaml(cfg))
+    st = StageRunner(out)
+    collect_sections = ("sim", "expert")
+    train_sections = ("model", "train")
+
+    # ---- base policy
+    if cfg.base.checkpoint:
+        base_ckpt = Path(cfg.base.checkpoint)
+        if not base_ckpt.exists():
+            raise ValueError(f"base.checkpoint {base_ckpt} does not exist")
+        base_data = Path(cfg.base.data_dir) if cfg.base.data_dir else None
+        if base_data is None:
+            raise ValueError("base.checkpoint needs base.data_dir (the data it was trained on), "
+                             "since every arm fine-tunes on base + new data")
+    else:
+        base_data = Path(cfg.base.data_dir) if cfg.base.data_dir else out / "base" / "data"
+        base_ckpt = out / "base" / "policy" / "model.pt"
+        ncfg = nav_config(cfg, **{"collect.arm": "uniform", "collect.seed": cfg.base.seed,
+                                  "collect.budget_samples": cfg.base.budget_samples,
+                                  "collect.family": cfg.eval.in_distribution_family})
+        st.run("base/collect", {"nav": _nav_section(cfg, *collect_sections),
+                                "collect": ncfg.collect.model_dump(mode="json")},
+               [base_data / "manifest.json"], lambda: collect(ncfg, base_data, progress=progress))
+        st.run("base/train", {"nav": _nav_section(cfg, *train_sections),
+                              "data": _manifest_id(base_data)},
+               [base_ckpt], lambda: train_policy(cfg.nav, [base_data], base_ckpt.parent,
+                                                 progress=progress), on_change="refuse")
+
+    def evaluate_policy(policy: str, ckpt: Path) -> None:
+        sets = [("in_distribution", cfg.eval.in_distribution_family,
+                 cfg.eval.in_distribution_rollouts)]
+        if cfg.eval.ood_rollouts:
+            sets.append(("ood", cfg.eval.ood_family, cfg.eval.ood_rollouts))
+        for which, family, n in sets:
+            d = _eval_dir(out, policy, which)
+            ecfg = nav_config(cfg, **{"evaluate.family": family, "evaluate.num_rollouts": n,
+                                      "evaluate.eval_set_seed": cfg.eval.eval_set_seed,
+                                      "evaluate.save_failures": False,
+                                      "evaluate.save_all": False})
+            st.run(f"evaluate/{policy}/{which}",
+                   {"sim": _nav_section(cfg, "sim"), "evaluate": ecfg.evaluate.model_dump(
+                       mode="json"), "checkpoint": file_hash(ckpt)},
+                   [d / "summary.json"],
+                   lambda ecfg=ecfg, d=d: evaluate_checkpoint(ecfg, ckpt, d, progress=progress))
+
+    evaluate_policy("base", base_ckpt)
+
+    # ---- cycles: each arm continues from its own policy
+    current = {arm: base_ckpt for arm in cfg.arms}
+    data_so_far: dict[str, list[Path]] = {arm: [base_data] for arm in cfg.arms}
+    ft_epochs = cfg.finetune_epochs or cfg.nav.train.epochs
+    for cycle in range(cfg.cycles):
+        # Failure mining and discovery once per distinct policy (all arms share the base).
+        regions_by_policy: dict[str, Path] = {}
+        for arm in cfg.arms:
+            if arm == "uniform":
+                continue
+            policy = "base" if cycle == 0 else f"{arm}"
+            if policy in regions_by_policy:
+                continue
+            cdir = out / f"cycle{cycle}" / policy
+            regions_by_policy[policy] = _discover_regions(cfg, st, cdir, current[arm],
+                                                          f"cycle{cycle}/{policy}", backend,
+                                                          progress)
+        collect_seed = int(derive_seed(cfg.seed, "arms", cycle) % (1 << 31))
+        for arm in cfg.arms:
+            adir = out / f"cycle{cycle}" / arm
+            data = adir / "data"
+            overrides: dict[str, Any] = {
+                "collect.seed": collect_seed, "collect.budget_samples": cfg.budget_samples,
+                "collect.family": cfg.eval.in_distribution_family,
+                "collect.arm": "targeted" if arm != "uniform" else "uniform",
+                "collect.regions_path": None}
+            regions_hash = None
+            if arm != "uniform":
+                policy = "base" if cycle == 0 else arm
+                rdir = regions_by_policy[policy].parent
+                rfile = rdir / f"regions_{arm}.json"
+                overrides["collect.regions_path"] = str(rfile)
+                regions_hash = file_hash(rfile)
+            ncfg = nav_config(cfg, **overrides)
+            st.run(f"cycle{cycle}/{arm}/collect",
+                   {"nav": _nav_section(cfg, *collect_sections),
+                    "collect": {**ncfg.collect.model_dump(mode="json"), "regions_path": None},
+                    "regions": regions_hash},
+                   [data / "manifest.json"], lambda ncfg=ncfg, data=data: collect(
+                       ncfg, data, progress=progress))
+            data_so_far[arm].append(data)
+            ckpt = adir / "policy" / "model.pt"
+            tcfg = nav_config(cfg, **{"train.epochs": ft_epochs})
+            dirs = list(data_so_far[arm])
+            init = current[arm]
+            st.run(f"cycle{cycle}/{arm}/finetune",
+                   {"nav": {"model": tcfg.model.model_dump(mode="json"),
+                            "train": tcfg.train.model_dump(mode="json")},
+                    "data": [_manifest_id(d) for d in dirs], "init": file_hash(init)},
+                   [ckpt], lambda tcfg=tcfg, dirs=dirs, init=init, ckpt=ckpt: train_policy(
+                       tcfg, dirs, ckpt.parent, init_checkpoint=init, progress=progress),
+                   on_change="refuse")
+            current[arm] = ckpt
+            name = arm if cfg.cycles == 1 else f"{arm}@cycle{cycle}"
+            evaluate_policy(name, ckpt)
+
+    from nav_policy.loop.report import write_results
+
+    results: dict[str, Any] = {}
+
+    def report() -> None:
+        results.update(write_results(cfg, out))
+
+    # The report is rebuilt every time (cheap), so wall times include this run's stages.
+    st.run("report", {"t": time.time()}, [out / "results.json", out / "report.html"], report)
+    return results
+
+
+def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, tag: str,
+                      backend: Any, progress: bool) -> Path:
+    """Mine failures of `ckpt`, run failtax discover on them, map modes to regions."""
+    from failtax.pipeline import run_pipeline
+    from nav_policy.evaluate import evaluate_checkpoint
+    from nav_policy.loop.regions import arm_regions, build_regions
+
+    mine = cdir / "mine"
+    mcfg = nav_config(cfg, **{"evaluate.family": cfg.eval.in_distribution_family,
+                              "evaluate.num_rollouts": cfg.eval.mining_rollouts,
+                              "evaluate.eval_set_seed": cfg.eval.mining_set_seed,
+                              "evaluate.save_failures": True, "evaluate.save_all": False})
+    st.run(f"{tag}/mine", {"sim": _nav_section(cfg, "sim"),
+                           "evaluate": mcfg.evaluate.model_dump(mode="json"),
+                           "checkpoint": file_hash(ckpt)},
+           [mine / "summary.json"], lambda: evaluate_checkpoint(mcfg, ckpt, mine,
+                                                                progress=progress))
+    episodes = mine / "episodes"
+    n_fail = sum(1 for p in episodes.glob("*/meta.json")) if episodes.exists() else 0
+    if n_fail == 0:
+        raise ValueError(f"{tag}: the policy had no failure on the {cfg.eval.mining_rollouts} "
+                         "mining rollouts; nothing to discover (raise eval.mining_rollouts)")
+    run_dir = cdir / "discover"
+    pcfg = cfg.pipeline
+    st.run(f"{tag}/discover", {"pipeline": pcfg.model_dump(mode="json"),
+                               "episodes": sorted(p.parent.name for p in
+                                                  episodes.glob("*/meta.json"))},
+           [run_dir / "taxonomy.json", run_dir / "assignments.jsonl"],
+           lambda: run_pipeline(pcfg, run_dir, episodes=episodes, backend=backend,
+                                progress=progress))
+    regions_file = cdir / "regions.json"
+    targeted = [a for a in cfg.arms if a != "uniform"]
+
+    def make_regions() -> None:
+        import json
+
+        from failtax.pipeline import read_explanations
+        from nav_policy.config import load_sim_for
+
+        explanations = {e.episode_id: e.failure_reason for e in read_explanations(run_dir)}
+        doc = build_regions(
+            json.loads((run_dir / "taxonomy.json").read_text()),
+            read_jsonl(run_dir / "assignments.jsonl"), episodes, load_sim_for(cfg.nav),
+            cfg.regions, budget_samples=cfg.budget_samples, split=cfg.split,
+            min_mode_frequency=cfg.min_mode_frequency, family=cfg.eval.in_distribution_family,
+            explanations=explanations)
+        for arm in targeted:
+            atomic_write_json(cdir / f"regions_{arm}.json", arm_regions(doc, arm))
+        atomic_write_json(regions_file, doc)
+
+    st.run(f"{tag}/regions", {"regions": cfg.regions.model_dump(mode="json"),
+                              "budget": cfg.budget_samples, "split": cfg.split,
+                              "min_mode_frequency": cfg.min_mode_frequency, "arms": targeted,
+                              "sim": _nav_section(cfg, "sim"),
+                              "taxonomy": file_hash(run_dir / "taxonomy.json"),
+                              "explanations": file_hash(run_dir / "explanations.jsonl"),
+                              "assignments": file_hash(run_dir / "assignments.jsonl")},
+           [regions_file, *[cdir / f"regions_{a}.json" for a in targeted]], make_regions)
+    return regions_file

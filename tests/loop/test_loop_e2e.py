@@ -1,0 +1,139 @@
+"""A tiny closed loop end to end on the embedded model, then a rerun that redoes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from failtax_common import read_jsonl
+from nav_policy.loop.config import LoopConfig
+from nav_policy.loop.run import StageRunner, run_loop
+
+TINY = {
+    "nav": {
+        "sim": {"overrides": {"episode.time_limit_s": 20.0,
+                              "episode.max_start_goal_path_m": 8.0}},
+        "collect": {"samples_per_shard": 150, "num_workers": 1},
+        "train": {"epochs": 1, "batch_size": 64},
+        "evaluate": {"num_workers": 1},
+    },
+    "pipeline": {
+        "source": {"kind": "episodes"},
+        "downsample": {"embedder": "descriptor", "window_before_frames": 10,
+                       "window_after_frames": 1, "max_frames": 3, "min_frames": 2},
+        "reasoning": {"input_mode": "facts"},
+        "discovery": {"strategy": "cluster-then-name", "min_modes": 2, "max_modes": 3},
+    },
+    "base": {"budget_samples": 300, "seed": 0},
+    "eval": {"in_distribution_rollouts": 3, "ood_rollouts": 2, "mining_rollouts": 6},
+    "regions": {"catalogue_buildings": 2},
+    "arms": ["targeted_semantic", "uniform"],
+    "budget_samples": 200,
+    "seed": 1,
+    "finetune_epochs": 1,
+    "preset": "tiny",
+}
+
+
+@pytest.mark.server
+def test_tiny_loop_end_to_end_and_rerun(tmp_path, embedded_backend):
+    cfg = LoopConfig.model_validate(TINY)
+    out = tmp_path / "loop"
+    results = run_loop(cfg, out, backend=embedded_backend, progress=False)
+
+    for key in ("policies", "relative_reduction", "causes", "taxonomies", "stage_seconds",
+                "seconds_by_kind", "total_seconds", "budget_samples", "arms"):
+        assert key in results, key
+    assert set(results["policies"]) == {"base", "targeted_semantic", "uniform"}
+    for pol, sets in results["policies"].items():
+        assert set(sets) == {"in_distribution", "ood"}, pol
+        r = sets["in_distribution"]
+        assert r["rollouts"] == 3 and r["ci95"][0] <= r["failure_rate"] <= r["ci95"][1]
+    tax = results["taxonomies"][0]
+    assert tax["modes"] and sum(m["budget_samples"] for m in tax["modes"]) == 200
+    assert json.loads((out / "results.json").read_text())["policies"] == results["policies"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script src" not in html
+    assert (out / "report.md").exists()
+    # Both arms collected exactly B new samples with the same seed.
+    manifests = [json.loads((out / "cycle0" / a / "data" / "manifest.json").read_text())
+                 for a in cfg.arms]
+    assert [m["num_samples"] for m in manifests] == [200, 200]
+    assert len({m["seed"] for m in manifests}) == 1
+    assert manifests[0]["regions_hash"] and manifests[1]["regions_hash"] is None
+    # Discovery went through the model (names) and never read ground truth (pipeline test).
+    assert embedded_backend.stats.calls > 0
+
+    starts_before = [r["stage"] for r in read_jsonl(out / "stages.jsonl")
+                     if r["event"] == "start"]
+    calls_before = embedded_backend.stats.calls
+    run_loop(cfg, out, backend=embedded_backend, progress=False)
+    starts_after = [r["stage"] for r in read_jsonl(out / "stages.jsonl")
+                    if r["event"] == "start"]
+    redone = starts_after[len(starts_before):]
+    assert redone == ["report"], redone
+    assert embedded_backend.stats.calls == calls_before
+
+
+def test_stage_runner_skips_refuses_and_reruns(tmp_path):
+    runner = StageRunner(tmp_path)
+    out = tmp_path / "a" / "x.txt"
+    calls = []
+
+    def work(text="1"):
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(text)
+        calls.append(text)
+
+    runner.run("a", {"k": 1}, [out], work)
+    runner.run("a", {"k": 1}, [out], work)
+    assert calls == ["1"] and runner.skipped == ["a"]
+    out.unlink()  # output gone: redo
+    runner.run("a", {"k": 1}, [out], work)
+    assert calls == ["1", "1"]
+    with pytest.raises(ValueError, match="delete"):
+        runner.run("a", {"k": 2}, [out], work, on_change="refuse")
+    runner.run("a", {"k": 2}, [out], lambda: work("2"))
+    assert calls == ["1", "1", "2"]
+    out.unlink()
+    out.parent.rmdir()  # the refused folder deleted by hand: redone
+    runner.run("a", {"k": 3}, [out], lambda: work("3"), on_change="refuse")
+    assert calls == ["1", "1", "2", "3"]
+    with pytest.raises(RuntimeError, match="without writing"):
+        runner.run("b", {}, [tmp_path / "never"], lambda: None)
+
+
+def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, monkeypatch):
+    """No model server: mode names from keywords. The loop dies in the last arm's
+    collection; the rerun does only what had not finished."""
+    import nav_policy.collect as collect_module
+
+    cfg = LoopConfig.model_validate({
+        **TINY, "pipeline": {**TINY["pipeline"], "discovery": {
+            **TINY["pipeline"]["discovery"], "use_model_names": False}},
+        "eval": {"in_distribution_rollouts": 2, "ood_rollouts": 0, "mining_rollouts": 6}})
+    out = tmp_path / "loop"
+    real_collect = collect_module.collect
+
+    def dying_collect(ncfg, out_dir, **kw):
+        if "uniform" in str(out_dir):
+            raise KeyboardInterrupt("killed")
+        return real_collect(ncfg, out_dir, **kw)
+
+    monkeypatch.setattr(collect_module, "collect", dying_collect)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(cfg, out, progress=False)
+    first = read_jsonl(out / "stages.jsonl")
+    finished = {r["stage"] for r in first if r["event"] == "finish"}
+    assert "cycle0/targeted_semantic/finetune" in finished
+    assert "cycle0/uniform/collect" not in finished
+
+    monkeypatch.setattr(collect_module, "collect", real_collect)
+    results = run_loop(cfg, out, progress=False)
+    redone = [r["stage"] for r in read_jsonl(out / "stages.jsonl")[len(first):]
+              if r["event"] == "start"]
+    assert redone == ["cycle0/uniform/collect", "cycle0/uniform/finetune",
+                      "evaluate/uniform/in_distribution", "report"], redone
+    assert not set(redone) & finished
+    assert set(results["policies"]) == {"base", "targeted_semantic", "uniform"}

@@ -1,0 +1,255 @@
+"""Failure modes → regions: collision sites from the logs, semantic matches, budget split."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from nav_policy.loop.config import LoopConfig, RegionsConfig
+from nav_policy.loop.regions import (
+    arm_regions,
+    build_regions,
+    mode_weights,
+    read_collision_site,
+    split_budget,
+)
+
+BUILDING_SEED = 3  # office_a-000003: glass doors 7, 25, 29; chairs 39, 41, ...
+GLASS_DOORS = {7: (2.36, 5.82), 25: (3.33, 8.90)}
+CHAIRS = {45: (10.40, 3.18), 46: (9.08, 2.70)}
+DECOY_CONTACT = (20.0, 15.0)  # what ground_truth.json claims: must never be used
+
+
+def _write_episode(root: Path, eid: str, target_xy, failure_step: int = 5) -> tuple[float, float]:
+    """A collision episode driving toward `target_xy`; returns the pose at failure_step.
+
+    steps.jsonl goes on past failure_step (as a log with trailing records could),
+    and ground_truth.json names a decoy contact point far away.
+    """
+    d = root / eid
+    d.mkdir(parents=True)
+    tx, ty = target_xy
+    poses = [(tx - 0.3 - 0.1 * (failure_step - k), ty) for k in range(failure_step + 3)]
+    (d / "steps.jsonl").write_text("".join(
+        json.dumps({"step": k, "t_s": 0.1 * k, "x_m": x, "y_m": y, "yaw_rad": 0.0, "v_mps": 0.5,
+                    "w_radps": 0.0, "action": [0.0, 0.0], "goal": [tx + 3, ty],
+                    "frame": None}) + "\n" for k, (x, y) in enumerate(poses)))
+    (d / "meta.json").write_text(json.dumps({
+        "schema_version": 1, "episode_id": eid, "source": "test", "robot": "test",
+        "env_id": "failtax/IndoorNav-v0", "building_id": f"office_a-{BUILDING_SEED:06d}",
+        "building_family": "office_a", "seed": 0, "dt_s": 0.1, "frame_stride": 1,
+        "num_steps": len(poses), "camera": {}, "outcome": "collision",
+        "failure_step": failure_step, "channels": [], "semantic_classes": {}}))
+    (d / "ground_truth.json").write_text(json.dumps({
+        "schema_version": 1, "outcome": "collision", "cause_class": "chair",
+        "collision": {"object_id": 45, "object_class": "chair", "material": "fabric",
+                      "contact_point": list(DECOY_CONTACT), "step": failure_step}}))
+    return poses[failure_step]
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("episodes")
+    expected = {}
+    for i, (oid, xy) in enumerate(GLASS_DOORS.items()):
+        expected[f"glass-{i}"] = _write_episode(root, f"glass-{i}", xy)
+    for i, (oid, xy) in enumerate(CHAIRS.items()):
+        expected[f"chair-{i}"] = _write_episode(root, f"chair-{i}", xy, failure_step=4)
+    # A timeout has no collision site; it is reported, not used.
+    t = root / "timeout-0"
+    _write_episode(root, "timeout-0", (5.0, 5.0))
+    meta = json.loads((t / "meta.json").read_text())
+    (t / "meta.json").write_text(json.dumps({**meta, "outcome": "timeout", "failure_step": None}))
+    taxonomy = {"schema_version": 1, "strategy": "cluster-then-name", "modes": [
+        {"name": "transparent glass door", "keywords": ["glass", "door", "transparent"],
+         "description": "The robot drives into a transparent glass door it cannot see.",
+         "frequency": 0.6, "count": 3},
+        {"name": "chair legs", "keywords": ["chair", "legs"],
+         "description": "Collision with the thin legs of a chair.", "frequency": 0.4,
+         "count": 2}]}
+    assignments = [{"episode_id": "glass-0", "modes": ["transparent glass door"]},
+                   {"episode_id": "glass-1", "modes": ["transparent glass door"]},
+                   {"episode_id": "timeout-0", "modes": ["transparent glass door"]},
+                   {"episode_id": "chair-0", "modes": ["chair legs"]},
+                   {"episode_id": "chair-1", "modes": ["chair legs"]},
+                   {"episode_id": "odd-0", "modes": ["outlier"]}]
+    return root, expected, taxonomy, assignments
+
+
+@pytest.fixture(scope="module")
+def sim_config():
+    from sim.config import SimConfig
+
+    return SimConfig()
+
+
+@pytest.fixture(scope="module")
+def regions_doc(failures, sim_config):
+    root, _, taxonomy, assignments = failures
+    rc = RegionsConfig(catalogue_buildings=1, semantic_source="mode")
+    return build_regions(taxonomy, assignments, root, sim_config, rc, budget_samples=1001,
+                         family="office_a")
+
+
+def test_collision_site_is_the_pose_at_failure_step(failures):
+    root, expected, _, _ = failures
+    for eid, pose in expected.items():
+        site, why = read_collision_site(root / eid)
+        if eid.startswith("timeout"):
+            assert site is None and "timeout" in why
+            continue
+        assert why == ""
+        assert site.xy == pytest.approx(pose)
+        assert site.building_seed == BUILDING_SEED
+        assert site.xy != pytest.approx(DECOY_CONTACT)
+
+
+def test_regions_place_sites_at_the_failures(failures, regions_doc):
+    _, expected, _, _ = failures
+    glass, chair = regions_doc["modes"]
+    assert [s["episode_id"] for s in glass["collision_sites"]] == ["glass-0", "glass-1"]
+    for s in glass["collision_sites"] + chair["collision_sites"]:
+        assert s["xy"] == pytest.approx(expected[s["episode_id"]], abs=1e-3)
+    # The objects listed at a site are the ones the robot was driving into.
+    for s, oid in zip(glass["collision_sites"], GLASS_DOORS):
+        assert oid in [o["object_id"] for o in s["objects"]]
+    for s, oid in zip(chair["collision_sites"], CHAIRS):
+        assert oid in [o["object_id"] for o in s["objects"]]
+    assert glass["skipped_episodes"][0]["episode_id"] == "timeout-0"
+    assert regions_doc["outlier_episodes"] == 1
+
+
+def test_semantic_match_picks_glass_for_a_glass_mode_not_chairs(regions_doc):
+    glass, chair = regions_doc["modes"]
+    glass_kinds = {s["object_class"] for s in glass["semantic_matches"]}
+    chair_kinds = {s["object_class"] for s in chair["semantic_matches"]}
+    assert "glass_door" in glass_kinds
+    assert glass_kinds <= {"glass_door", "glass_partition"}
+    assert "chair" in chair_kinds and not chair_kinds & {"glass_door", "glass_partition"}
+    # Matches name every glass door of the building, not only the ones that were hit.
+    door = next(s for s in glass["semantic_matches"] if s["object_class"] == "glass_door")
+    assert set(GLASS_DOORS) < set(door["object_ids"][f"office_a-{BUILDING_SEED:06d}"])
+
+
+def test_members_outvote_a_wrong_mode_name(failures, sim_config):
+    """A weak model named a cluster of chair collisions "glass door": with
+    semantic_source=members the explanations assigned to the mode decide the match."""
+    root, _, taxonomy, _ = failures
+    liar = {**taxonomy, "modes": [{**taxonomy["modes"][0], "count": 2, "frequency": 1.0}]}
+    assignments = [{"episode_id": f"chair-{i}", "modes": ["transparent glass door"]}
+                   for i in range(2)]
+    explanations = {f"chair-{i}": "Collision with the chair (thin legs, low seat): hit "
+                                  "head-on while driving toward it." for i in range(2)}
+    kinds = {}
+    for source in ("mode", "members"):
+        doc = build_regions(liar, assignments, root, sim_config,
+                            RegionsConfig(catalogue_buildings=1, semantic_source=source),
+                            budget_samples=10, explanations=explanations)
+        kinds[source] = {s["object_class"] for s in doc["modes"][0]["semantic_matches"]}
+    assert "glass_door" in kinds["mode"]
+    assert "chair" in kinds["members"] and not kinds["members"] & {"glass_door",
+                                                                   "glass_partition"}
+
+
+def test_budget_split_sums_to_B(regions_doc):
+    assert sum(m["budget_samples"] for m in regions_doc["modes"]) == 1001
+    glass, chair = regions_doc["modes"]
+    assert glass["budget_samples"] > chair["budget_samples"]  # by frequency 0.6 / 0.4
+    for arm, recs in regions_doc["regions"].items():
+        assert sum(r["budget_samples"] for r in recs) == 1001, arm
+        assert sum(r["share"] for r in recs) == pytest.approx(1.0)
+    whys = {r["why"] for r in regions_doc["regions"]["targeted_collision"]}
+    assert whys == {"collision_site"}
+    whys = {r["why"] for r in regions_doc["regions"]["targeted_semantic"]}
+    assert whys == {"collision_site", "semantic_match"}
+
+
+@pytest.mark.parametrize("split", ["frequency", "equal", "sqrt_frequency"])
+@pytest.mark.parametrize("total", [0, 1, 7, 1000, 40000])
+def test_split_budget_exact(split, total):
+    w = mode_weights([0.5, 0.25, 0.2, 0.05], split)
+    parts = split_budget(total, w)
+    assert sum(parts) == total and all(p >= 0 for p in parts)
+    if split == "frequency" and total == 1000:
+        assert parts == [500, 250, 200, 50]
+
+
+def test_min_frequency_drops_rare_modes():
+    w = mode_weights([0.7, 0.28, 0.02], "frequency", min_frequency=0.05)
+    assert w[2] == 0 and sum(split_budget(99, w)) == 99
+
+
+def test_arm_files_are_valid_nav_regions(regions_doc, sim_config):
+    from nav_policy.regions import parse_regions, region_targets
+    from sim.env import load_world
+    from sim.query import MapQuery
+
+    q = MapQuery(load_world(sim_config, "office_a", BUILDING_SEED))
+    for arm in ("targeted_semantic", "targeted_collision"):
+        regions = parse_regions(json.loads(json.dumps(arm_regions(regions_doc, arm))))
+        assert regions
+        for r in regions:
+            assert region_targets(r, q), r.region_id
+
+
+def test_region_mapping_never_opens_ground_truth(failures, sim_config, monkeypatch):
+    root, _, taxonomy, assignments = failures
+    opened = []
+    real_open, real_io_open = builtins.open, io.open
+
+    def guard(real):
+        def _open(file, *a, **k):
+            if "ground_truth" in str(file):
+                opened.append(str(file))
+                raise AssertionError(f"region mapping opened {file}")
+            return real(file, *a, **k)
+        return _open
+
+    monkeypatch.setattr(builtins, "open", guard(real_open))
+    monkeypatch.setattr(io, "open", guard(real_io_open))
+    for name in ("read_text", "read_bytes", "open"):
+        real = getattr(Path, name)
+
+        def wrapped(self, *a, _real=real, **k):
+            if "ground_truth" in self.name:
+                opened.append(str(self))
+                raise AssertionError(f"region mapping opened {self}")
+            return _real(self, *a, **k)
+        monkeypatch.setattr(Path, name, wrapped)
+    doc = build_regions(taxonomy, assignments, root, sim_config,
+                        RegionsConfig(catalogue_buildings=1), budget_samples=100)
+    assert doc["modes"] and not opened
+
+
+def test_no_usable_mode_is_a_clear_error(tmp_path, sim_config):
+    taxonomy = {"modes": [{"name": "a", "description": "x", "keywords": [], "frequency": 1.0}]}
+    with pytest.raises(ValueError, match="nothing to target"):
+        build_regions(taxonomy, [{"episode_id": "missing", "modes": ["a"]}], tmp_path,
+                      sim_config, RegionsConfig(catalogue_buildings=1,
+                                                semantic_min_similarity=0.99),
+                      budget_samples=10)
+
+
+def test_loop_config_checks():
+    with pytest.raises(ValueError, match="mining_set_seed"):
+        LoopConfig.model_validate({"eval": {"mining_set_seed": 0, "eval_set_seed": 0}})
+    with pytest.raises(ValueError, match="base.seed"):
+        LoopConfig.model_validate({"seed": 0, "base": {"seed": 0}})
+    with pytest.raises(ValueError):
+        LoopConfig.model_validate({"arms": ["targeted_semantic", "nope"]})
+    with pytest.raises(ValueError):
+        LoopConfig.model_validate({"unknown_key": 1})
+
+
+def test_presets_load():
+    from nav_policy.loop.config import load_loop_config
+
+    quick, full = load_loop_config("quick"), load_loop_config("full")
+    assert quick.preset == "quick" and full.preset == "full"
+    assert full.eval.in_distribution_rollouts >= 200 and full.budget_samples >= 10000
+    with pytest.raises(ValueError, match="valid: "):
+        load_loop_config("nonexistent")

@@ -1,0 +1,90 @@
+"""Tiny collect -> train -> evaluate on CPU through the CLI, plus targeted collection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nav_policy.cli import nav
+from nav_policy.collect import training_seed
+from nav_policy.config import EVAL_SEED_OFFSET
+from nav_policy.dataset import read_manifest, read_shard
+from nav_policy.evaluate import eval_seed
+from nav_policy.regions import parse_regions
+
+TINY = str(Path(__file__).resolve().parents[2] / "configs" / "nav" / "tiny.yaml")
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_collect_train_evaluate(tmp_path):
+    runner = CliRunner()
+    data, run, ev = tmp_path / "data", tmp_path / "run", tmp_path / "eval"
+    _ok(runner.invoke(nav, ["collect", "--config", TINY, "--out", str(data)]))
+    assert read_manifest(data)["complete"]
+    _ok(runner.invoke(nav, ["train", "--config", TINY, "--data", str(data), "--out", str(run)]))
+    assert (run / "model.pt").exists()
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "train/loss" in metrics[-1] and "val/loss" in metrics[-1]
+    res = _ok(runner.invoke(nav, ["evaluate", "--config", TINY, "--checkpoint",
+                                  str(run / "model.pt"), "--out", str(ev)]))
+    assert "failure rate" in res.output
+    s = json.loads((ev / "summary.json").read_text())
+    assert s["eval/num_rollouts"] == 3
+    lo, hi = s["eval/failure_rate_ci95"]
+    assert lo <= s["eval/failure_rate"] <= hi
+    assert s["eval/failures"] == sum(s["eval/failures_by_cause"].values())
+    # Failure episodes are written in the episode format, with hidden ground truth.
+    assert len(s["failure_episodes"]) == s["eval/failures"]
+    for ep in s["failure_episodes"]:
+        meta = json.loads((ev / "episodes" / ep / "meta.json").read_text())
+        assert meta["outcome"] == "collision" and meta["failure_step"] is not None
+        truth = json.loads((ev / "episodes" / ep / "ground_truth.json").read_text())
+        assert truth["cause_class"] in s["eval/failures_by_cause"]
+    # Re-running resumes: nothing to do, same summary.
+    _ok(runner.invoke(nav, ["evaluate", "--config", TINY, "--checkpoint", str(run / "model.pt"),
+                            "--out", str(ev)]))
+    assert json.loads((ev / "summary.json").read_text())["eval/failures"] == s["eval/failures"]
+
+
+def test_expert_check_succeeds(tmp_path):
+    res = _ok(CliRunner().invoke(nav, ["expert-check", "--config", TINY, "--out",
+                                       str(tmp_path / "x"), "--rollouts", "3"]))
+    s = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert s["eval/success_rate"] == 1.0, res.output
+    assert s["expert/solve_ms_median"] > 0
+
+
+def test_targeted_collection_passes_near_regions(tmp_path):
+    regions = [{"region_id": "glass", "causes": ["glass"], "share": 1.0, "why": "semantic_match"}]
+    path = tmp_path / "regions.json"
+    path.write_text(json.dumps({"schema_version": 1, "regions": regions}))
+    out = tmp_path / "t"
+    _ok(CliRunner().invoke(nav, ["collect", "--config", TINY, "--out", str(out), "--arm",
+                                 "targeted", "--regions", str(path), "--budget", "150"]))
+    m = read_manifest(out)
+    assert m["complete"] and m["arm"] == "targeted" and m["regions_hash"]
+    eps = read_shard(out / m["shards"][0]["file"], load_arrays=False).episodes
+    hits = [e for e in eps if e.get("region_id") == "glass"]
+    assert hits and all(e["closest_approach_m"] <= 1.0 for e in hits)
+
+
+def test_eval_and_training_seeds_are_disjoint():
+    assert all(eval_seed("office_a", 0, i) >= EVAL_SEED_OFFSET for i in range(200))
+    assert all(training_seed(0, "uniform", "office_a", "shard", s, "episode", j) < EVAL_SEED_OFFSET
+               for s in range(5) for j in range(40))
+
+
+def test_bad_regions_are_explained():
+    with pytest.raises(ValueError, match="building_seed"):
+        parse_regions([{"object_ids": [3]}])
+    with pytest.raises(ValueError, match="give object_ids"):
+        parse_regions([{"share": 1}])
+    with pytest.raises(ValueError, match="non-empty"):
+        parse_regions([])
