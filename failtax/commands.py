@@ -1,0 +1,268 @@
+"""`failtax discover | assign | evaluate | report`: thin wrappers over failtax.pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from failtax_common import load_yaml
+
+
+def _parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
+    """--set key=value pairs; values are YAML scalars/lists ("3", "true", "[a, b]")."""
+    out: dict[str, Any] = {}
+    for item in sets:
+        if "=" not in item:
+            raise click.BadParameter(
+                f"{item!r}: write --set dotted.key=value, e.g. --set reasoning.input_mode=facts"
+            )
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _load(
+    config: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    embedded: bool,
+    model: str | None,
+):
+    from failtax.config import PipelineConfig
+
+    overrides = _parse_sets(sets)
+    if base_url and embedded:
+        raise click.UsageError("pass either --base-url or --embedded, not both")
+    if base_url:
+        overrides["backend.kind"] = "openai"
+        overrides["backend.base_url"] = base_url
+    if embedded:
+        overrides["backend.kind"] = "embedded"
+    if model:
+        overrides["backend.model"] = model
+    try:
+        return load_yaml(PipelineConfig, config, overrides)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise click.UsageError(
+            f"{run_dir} has no config.yaml; is it a run folder made by `failtax discover`?"
+        )
+    return (yaml.safe_load(path.read_text()) or {}).get("config", {})
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+_backend_options = [
+    click.option(
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="OpenAI-compatible endpoint incl. /v1 (your vLLM/SGLang server); sets backend.kind=openai.",
+    ),
+    click.option(
+        "--embedded",
+        is_flag=True,
+        help="Use the embedded SmolLM2-135M model (proves the mechanics, not the judgement).",
+    ),
+    click.option(
+        "--model",
+        default=None,
+        help="Served model name (or weights folder for backend.kind=transformers).",
+    ),
+]
+
+
+def _with_backend_options(f):
+    for option in reversed(_backend_options):
+        f = option(f)
+    return f
+
+
+@click.command()
+@click.argument("episodes", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Pipeline YAML (e.g. configs/pipeline/default.yaml); defaults for every key left out.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder; an existing one is resumed (finished work and cached calls are not redone).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set reasoning.input_mode=scene_text (repeatable).",
+)
+@_with_backend_options
+@click.option(
+    "--stages",
+    default=None,
+    help="Comma-separated subset of downsample,reason,discover,assign,report.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("-v", "--verbose", is_flag=True, help="Log each stage's start and finish.")
+def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages, quiet, verbose):
+    """Episodes in, failure taxonomy and assignments out.
+
+    EPISODES is a folder of episodes (docs/EPISODE_FORMAT.md), a folder of image
+    folders (one per trajectory, failure at the last image), a folder of videos
+    (or one video), or a CSV/JSONL of ready-made explanations (episode_id,
+    failure_reason[, trajectory]), which starts the run at discovery.
+
+    The run folder gets config.yaml, keyframes.jsonl, explanations.jsonl,
+    taxonomy.json, assignments.jsonl, errors.jsonl, stages.jsonl, summary.md and
+    report.html (docs/RUN_FORMAT.md). Run the same command again to resume a
+    killed run: finished episodes are skipped and model calls come from the cache.
+
+    How each failure is explained is reasoning.input_mode: facts (no model,
+    written from the depth/semantic channels; the CPU default), scene_text (a
+    text model reads per-frame scene descriptions) or vision (a VLM sees the key
+    frames). Which parts a model decided is said in every output.
+
+    Examples:
+
+    \b
+        failtax discover episodes/ --config configs/pipeline/default.yaml --run-dir runs/a
+        failtax discover episodes/ --run-dir runs/b --base-url http://gpu:8000/v1 \\
+            --model qwen2.5-vl-7b --set reasoning.input_mode=vision
+        failtax discover reasons.csv --run-dir runs/c --embedded
+    """
+    from failtax.pipeline import STAGES, run_pipeline
+
+    _setup_logging(verbose)
+    if stages:
+        sets = (*sets, f"stages=[{stages}]")
+    cfg = _load(config, sets, base_url, embedded, model)
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise click.UsageError(f"unknown stages {unknown}; valid: {', '.join(STAGES)}")
+    try:
+        summary = run_pipeline(cfg, run_dir, episodes=episodes, progress=not quiet)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    click.echo(f"run folder: {run_dir}")
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a value of the run's config, e.g. --set assignment.method=embedding.",
+)
+@_with_backend_options
+@click.option("-v", "--verbose", is_flag=True, help="Log the stage's start and finish.")
+def assign(run_dir, sets, base_url, embedded, model, verbose):
+    """Assign the explanations of RUN_DIR to its taxonomy (again).
+
+    Rewrites assignments.jsonl and the assigned frequencies in taxonomy.json,
+    e.g. after editing taxonomy.json by hand or to try another assignment
+    method with --set. Cached calls are not repeated.
+    """
+    from failtax.config import PipelineConfig
+    from failtax.pipeline import Run
+
+    _setup_logging(verbose)
+    base = _run_config(run_dir)
+    overrides = _parse_sets(sets)
+    if base_url:
+        overrides.update({"backend.kind": "openai", "backend.base_url": base_url})
+    if embedded:
+        overrides["backend.kind"] = "embedded"
+    if model:
+        overrides["backend.model"] = model
+    overrides["stages"] = ["assign", "report"]
+    try:
+        cfg = PipelineConfig.model_validate(_apply(base, overrides))
+        summary = Run(cfg, run_dir, episodes=base.get("source", {}).get("path")).run()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(base))
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--labels",
+    "labels",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Ground truth: an episodes folder (each ground_truth.json) or a CSV of expert labels. "
+    "Default: the episodes folder recorded in the run's config.yaml.",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Evaluation YAML (keys of failtax.evaluation.EvaluationConfig).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override an evaluation value, e.g. --set llm_judge=true (judge calls use the run's backend).",
+)
+def evaluate(run_dir, labels, config, sets):
+    """Score RUN_DIR against ground-truth cause labels → RUN_DIR/evaluation.json.
+
+    Reports cluster precision, taxonomy coverage and semantic alignment
+    (embedding and, with llm_judge, LLM-judge variants), assignment weighted F1,
+    NMI/ARI and explanation quality (failtax.evaluation). Only evaluation reads
+    ground truth; the pipeline's readers never do.
+    """
+    from failtax.evaluation import EvaluationConfig, evaluate_run
+
+    try:
+        cfg = load_yaml(EvaluationConfig, config, _parse_sets(sets))
+        result = evaluate_run(run_dir, labels, cfg)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report(run_dir):
+    """Rebuild summary.md and report.html of RUN_DIR from its files (no model calls)."""
+    from failtax.report import write_report
+
+    write_report(run_dir)
+    click.echo(f"wrote {run_dir / 'summary.md'} and {run_dir / 'report.html'}")

@@ -1,0 +1,210 @@
+"""Typed configuration of a failtax pipeline run.
+
+One model per stage, nested into `PipelineConfig`; YAML files under
+configs/pipeline/ hold values only. Load with
+`failtax_common.load_yaml(PipelineConfig, path, overrides)` or `load_config`.
+
+`PipelineConfig` nests the configs of `serving`, `failtax.discovery` and
+`failtax.assignment`, so it is built on first access (module `__getattr__`):
+the readers and reasoners import their own stage configs from here without
+importing the model-serving or discovery stacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from failtax_common import StrictModel
+
+
+class SourceConfig(StrictModel):
+    """Where the failure logs come from (failtax.sources)."""
+
+    # "auto" guesses from the path; or episodes | image_folders | video | explanations
+    kind: str = "auto"
+    # episodes folder, video folder/file or CSV/JSONL; the CLI argument overrides it
+    path: str | None = None
+    # episode-format outcomes analysed as failures; others are recorded as skipped
+    outcomes: list[str] = Field(default_factory=lambda: ["collision", "timeout"])
+    # video sources: frames per second kept when decoding (0 keeps every frame)
+    video_sample_fps_hz: float = 5.0
+    # video sources: keep at most this many frames, counted back from the end
+    video_max_frames: int = 600
+    # stop after this many episodes (0 = all); handy for a first look at a big folder
+    max_episodes: int = 0
+
+
+class DownsampleConfig(StrictModel):
+    """Key-frame selection around the failure (failtax.downsample)."""
+
+    # "change_point" (the paper's bidirectional selection) or "fixed_rate" (baseline)
+    method: Literal["change_point", "fixed_rate"] = "change_point"
+    # frame embedder: "auto" (clip if clip_checkpoint_path else descriptor), clip, open_clip, descriptor
+    embedder: str = "auto"
+    # local folder of a transformers CLIP checkpoint (nothing is downloaded)
+    clip_checkpoint_path: str | None = None
+    # open_clip architecture name and local weights file, for boxes where torchvision works
+    open_clip_model: str = "ViT-B-32"
+    open_clip_weights_path: str | None = None
+    # frames considered before the failure frame
+    window_before_frames: int = 40
+    # frames considered after the failure frame
+    window_after_frames: int = 5
+    # a frame is kept when its cosine similarity to the last kept frame falls below this
+    similarity_threshold: float = 0.92
+    # at most this many frames per episode, failure frame included
+    max_frames: int = 8
+    # when fewer frames change enough, pad with evenly spaced earlier frames up to this many
+    # (motion between frames needs at least two; 1 = the paper's selection unpadded)
+    min_frames: int = 3
+    # images per embedder forward pass
+    batch_size: int = 16
+
+    @model_validator(mode="after")
+    def _check(self) -> DownsampleConfig:
+        if self.max_frames < 1:
+            raise ValueError(
+                "downsample.max_frames must be >= 1 (the failure frame is always kept)"
+            )
+        if not 1 <= self.min_frames <= self.max_frames:
+            raise ValueError("downsample.min_frames must be between 1 and downsample.max_frames")
+        if not -1.0 <= self.similarity_threshold <= 1.0:
+            raise ValueError(
+                "downsample.similarity_threshold is a cosine similarity: set it within [-1, 1]"
+            )
+        if self.window_before_frames < 0 or self.window_after_frames < 0:
+            raise ValueError("downsample window sizes must be >= 0 frames")
+        return self
+
+
+class SceneConfig(StrictModel):
+    """Scene descriptions from depth/semantic/instance channels (failtax.scene)."""
+
+    # include semantic class names ("glass_door"); False = geometry only ("object 3, thin vertical")
+    class_names: bool = True
+    # channels allowed into a description: depth, semantic, instance, and rgb (appearance cues)
+    channels: list[str] = Field(default_factory=lambda: ["depth", "semantic", "instance", "rgb"])
+    # class names never listed as objects (surfaces, not obstacles)
+    ignore_classes: list[str] = Field(default_factory=lambda: ["void", "floor", "ceiling"])
+    # objects covering fewer pixels than this share of the image are ignored
+    min_object_fraction: float = 0.002
+    # at most this many objects per frame, nearest first
+    max_objects: int = 5
+    # objects whose bearing is within this many degrees of the heading are "ahead"
+    ahead_half_angle_deg: float = 10.0
+    # a distance change smaller than this between kept frames is "steady"
+    motion_threshold_m: float = 0.1
+    # rgb: an object whose luminance std (0-255) inside it is below this is "featureless"
+    featureless_texture_max: float = 2.0
+    # rgb: one whose mean colour differs from its surroundings by less than this is "faint"
+    faint_contrast_max: float = 12.0
+    # facts mode: the failure summary reads this many last kept frames
+    facts_last_frames: int = 3
+
+
+class ReasoningConfig(StrictModel):
+    """Failure reasoning: frames or scene text in, {trajectory, failure_reason} out."""
+
+    # vision (VLM gets frames) | scene_text (text model gets scene descriptions) | facts (no model) | given
+    input_mode: Literal["vision", "scene_text", "facts", "given"] = "facts"
+    # prompt files in failtax/prompts/ (or a path) per model-backed mode
+    vision_prompt: str = "reason_vision.txt"
+    scene_text_prompt: str = "reason_scene_text.txt"
+    # ask for a short chain-of-thought field before the answer
+    include_reasoning: bool = True
+    # character caps of the structured answer (every string is capped, or small models run away)
+    reasoning_max_chars: int = 400
+    trajectory_max_chars: int = 240
+    failure_reason_max_chars: int = 240
+    # completion token budget; None = the schema's worst case (one token per capped character)
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    # reasoning calls in flight at once
+    concurrency: int = 4
+    # scene descriptions in a prompt are cut to this many characters, oldest frames first
+    scene_text_max_chars: int = 4000
+    # vision mode: also give the VLM the scene descriptions (when the logs have channels)
+    vision_scene_text: bool = False
+    # degenerate flags that replace a model answer by the facts summary (empty, repetition, copied_input, truncated)
+    fallback_on_degenerate: list[str] = Field(default_factory=lambda: ["empty", "repetition"])
+
+    @model_validator(mode="after")
+    def _check(self) -> ReasoningConfig:
+        chars = self.trajectory_max_chars + self.failure_reason_max_chars
+        chars += self.reasoning_max_chars if self.include_reasoning else 0
+        # ~3 characters per token is conservative for English; JSON keys add ~30 tokens.
+        too_few = self.max_tokens is not None and self.max_tokens < chars // 3 + 30
+        if self.input_mode in ("vision", "scene_text") and too_few:
+            raise ValueError(
+                f"reasoning.max_tokens={self.max_tokens} cannot hold the capped strings ({chars} chars); "
+                f"raise it to at least {chars // 3 + 30}, leave it unset (auto), or lower the *_max_chars caps"
+            )
+        if self.concurrency < 1:
+            raise ValueError("reasoning.concurrency must be >= 1")
+        return self
+
+
+def _build_pipeline_config() -> type[StrictModel]:
+    from failtax.assignment import AssignmentConfig
+    from failtax.discovery import DiscoveryConfig
+    from serving.config import BackendConfig
+
+    class PipelineConfig(StrictModel):
+        """A whole `failtax discover` run."""
+
+        source: SourceConfig = Field(default_factory=SourceConfig)
+        downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
+        scene: SceneConfig = Field(default_factory=SceneConfig)
+        reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+        backend: BackendConfig = Field(default_factory=BackendConfig)
+        discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+        assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
+        # run folder (the CLI's --run-dir overrides it)
+        run_dir: str | None = None
+        # one seed for every derived RNG and model call
+        seed: int = 0
+        # model-call cache shared across runs; overrides backend.cache_dir when set
+        cache_dir: str | None = None
+        # stages to run, in order; a run can stop early (e.g. [downsample, reason])
+        stages: list[str] = Field(
+            default_factory=lambda: ["downsample", "reason", "discover", "assign", "report"]
+        )
+
+        @model_validator(mode="after")
+        def _check(self) -> PipelineConfig:
+            from failtax.pipeline import STAGES
+
+            unknown = [s for s in self.stages if s not in STAGES]
+            if unknown:
+                raise ValueError(
+                    f"unknown stage(s) {unknown}; valid, in order: {', '.join(STAGES)}"
+                )
+            return self
+
+    PipelineConfig.__module__ = __name__
+    return PipelineConfig
+
+
+_LAZY: dict[str, type[StrictModel]] = {}
+
+
+def __getattr__(name: str) -> type[StrictModel]:
+    if name == "PipelineConfig":
+        if name not in _LAZY:
+            _LAZY[name] = _build_pipeline_config()
+        return _LAZY[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, object] | None = None):
+    """Load a pipeline YAML (None = all defaults) with dotted-key overrides.
+
+    Raises:
+        ValueError: unknown keys or bad values, naming the file and the key.
+    """
+    from failtax_common import load_yaml
+
+    return load_yaml(__getattr__("PipelineConfig"), path, overrides)

@@ -1,0 +1,408 @@
+"""`cluster-then-name`: embeddings decide the clusters, a model only names them.
+
+1. Embed every explanation (local MiniLM).
+2. Cluster: k-means (or Ward agglomerative fit on a sample), with k fixed by
+   the user or chosen by silhouette within [min_modes, max_modes].
+3. Per cluster, c-TF-IDF keywords and the explanations nearest its centroid.
+4. One model call per cluster: name + description + keywords, from samples of
+   the cluster contrasted with samples of its nearest neighbour clusters.
+   Degenerate answers (empty, generic, sentence-long, repeated, copied, duplicate
+   names) fall back to the cluster's keywords; the choice is recorded per mode.
+5. Merge near-duplicate modes (similar names+descriptions or centroids).
+
+The cost grows with the number of clusters, not of explanations, and the
+partition never depends on the model's taste, which is why this is the default
+on CPU with the embedded 135M model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from failtax.discovery.common import (
+    CallLog,
+    call_json,
+    check_description,
+    check_name,
+    clean_keywords,
+    clip,
+    ctfidf_keywords,
+    explanation_text,
+    fill,
+    group_by_similarity,
+    keyword_description,
+    keyword_name,
+    lexical_features,
+    load_prompt,
+    mode_schema,
+    mode_text,
+    normalise_name,
+    rounded,
+)
+from failtax.discovery.config import DiscoveryConfig
+from failtax.embedding import TextEmbedder, make_text_embedder
+from failtax.types import Explanation, Mode, Taxonomy
+from failtax_common import derive_seed
+from serving.protocol import LLMBackend
+
+log = logging.getLogger(__name__)
+
+_FEATURES = {
+    "hybrid": "code: sentence embeddings + TF-IDF of content words",
+    "embedding": "code: sentence embeddings",
+    "lexical": "code: TF-IDF of content words",
+}
+
+
+@dataclass
+class Clustering:
+    """A partition of the explanations: labels 0..k-1 and the search behind it."""
+
+    labels: np.ndarray
+    k: int
+    k_chosen_by: str  # "user", "silhouette", "size" (fewer explanations than min_modes)
+    silhouette: dict[int, float]
+
+
+def choose_clusters(x: np.ndarray, cfg: DiscoveryConfig) -> Clustering:
+    """Cluster L2-normalised rows of `x` (see module docstring).
+
+    Euclidean distance on unit vectors orders pairs like cosine similarity.
+    """
+    n = len(x)
+    lo, hi = cfg.target_modes
+    if n <= 1:
+        return Clustering(np.zeros(n, dtype=int), 1 if n else 0, "size", {})
+    distinct = len({tuple(np.round(r, 5)) for r in x[: min(n, 5000)]})
+    hi = min(hi, n - 1, max(distinct, 1)) if n > 2 else 1
+    lo = min(lo, hi)
+    if cfg.num_modes is not None:
+        k = min(cfg.num_modes, n)
+        return Clustering(_fit(x, k, cfg), k, "user" if k == cfg.num_modes else "size", {})
+    if hi < 2:
+        return Clustering(np.zeros(n, dtype=int), 1, "size", {})
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(derive_seed(cfg.seed, "silhouette"))
+    sample = rng.choice(n, size=min(n, cfg.silhouette_sample_size), replace=False)
+    scores: dict[int, float] = {}
+    best: tuple[float, int, np.ndarray] | None = None
+    for k in range(max(lo, 2), hi + 1):
+        labels = _fit(x, k, cfg)
+        if len(set(labels[sample].tolist())) < 2:
+            continue
+        s = float(silhouette_score(x[sample], labels[sample], metric="euclidean"))
+        scores[k] = round(s, 4)
+        if best is None or s > best[0] + 1e-9:
+            best = (s, k, labels)
+    if best is None:
+        k = max(lo, 1)
+        return Clustering(_fit(x, k, cfg), k, "size", scores)
+    return Clustering(best[2], best[1], "silhouette", scores)
+
+
+def _fit(x: np.ndarray, k: int, cfg: DiscoveryConfig) -> np.ndarray:
+    if k <= 1:
+        return np.zeros(len(x), dtype=int)
+    if cfg.clustering == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, n_init=4, random_state=derive_seed(cfg.seed, "kmeans", k) % (2**31))
+        return km.fit_predict(x).astype(int)
+    from sklearn.cluster import AgglomerativeClustering
+
+    rng = np.random.default_rng(derive_seed(cfg.seed, "agglomerative-sample"))
+    idx = np.arange(len(x)) if len(x) <= cfg.agglomerative_max_points else rng.choice(
+        len(x), size=cfg.agglomerative_max_points, replace=False
+    )
+    sub = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x[idx])
+    centroids = np.stack([x[idx][sub == c].mean(axis=0) for c in range(k)])
+    return np.argmax(x @ centroids.T, axis=1).astype(int)
+
+
+class ClusterThenName:
+    """Discovery strategy: embed → cluster → the model names each cluster."""
+
+    name = "cluster-then-name"
+
+    def __init__(self, cfg: DiscoveryConfig, embedder: TextEmbedder | None = None) -> None:
+        self.cfg = cfg
+        self._embedder = embedder
+        self.call_log = CallLog()
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        if self._embedder is None:
+            self._embedder = make_text_embedder(self.cfg.embedding)
+        return self._embedder
+
+    async def discover(self, explanations: list[Explanation], backend: LLMBackend | None) -> Taxonomy:
+        """Build a taxonomy of `explanations`.
+
+        Args:
+            explanations: one per episode; empty failure reasons are skipped (counted).
+            backend: the model that names clusters; None (or use_model_names=False)
+                names them from keywords only.
+
+        Returns:
+            The taxonomy; `notes` say what the embeddings, the code and the model decided,
+            and hold errors, call costs, exemplars and mode vectors for assignment.
+        """
+        cfg = self.cfg
+        self.call_log = CallLog()
+        self._prompt_text = load_prompt(cfg.name_prompt) if backend is not None and cfg.use_model_names else ""
+        kept = [e for e in explanations if explanation_text(e, cfg.include_trajectory)]
+        texts = [explanation_text(e, cfg.include_trajectory) for e in kept]
+        if not texts:
+            return Taxonomy(
+                modes=[], strategy=self.name,
+                notes={"skipped_empty": len(explanations), "decided_by": {}, "errors": []},
+            )
+        x = self.embedder.embed(texts)
+        clustering = choose_clusters(self._features(x, texts), cfg)
+        clusters = _ClusterSet(x, clustering.labels, texts, kept, cfg)
+        use_model = backend is not None and cfg.use_model_names
+        proposals = await self._name_all(clusters, backend) if use_model else [None] * clusters.k
+        modes, named = self._modes(clusters, proposals)
+        modes, merged = self._merge(modes, clusters)
+        n_model_names = sum(m.named_by == "model" for m in modes)
+        notes: dict[str, Any] = {
+            "embedder": self.embedder.name,
+            "clustering": cfg.clustering,
+            "features": cfg.features,
+            "k": clustering.k,
+            "k_chosen_by": clustering.k_chosen_by,
+            "silhouette": {str(k): v for k, v in clustering.silhouette.items()},
+            "merged": merged,
+            "skipped_empty": len(explanations) - len(kept),
+            "decided_by": {
+                "clusters": f"{_FEATURES[cfg.features]} ({self.embedder.name}) + {cfg.clustering}",
+                "number_of_modes": {"user": "user (discovery.num_modes)", "silhouette": "silhouette search",
+                                    "size": "number of explanations"}[clustering.k_chosen_by],
+                "names": f"model {n_model_names}/{len(modes)}, keywords {len(modes) - n_model_names}/{len(modes)}",
+                "descriptions": f"model {named['descriptions_model']}/{clusters.k}, "
+                f"code {clusters.k - named['descriptions_model']}/{clusters.k} (before merging)",
+                "keywords": f"model {named['keywords_model']}/{clusters.k}, c-TF-IDF otherwise",
+                "reported_frequency": "code (cluster sizes)",
+                "merging": "code (embedding similarity)",
+            },
+            "degenerate": dict(sorted(self.call_log.degenerate.items())),
+            "calls": self.call_log.summary(),
+            "call_ids": list(self.call_log.call_ids),
+            "errors": list(self.call_log.errors),
+            "retryable": any(e["kind"] == "backend_error" for e in self.call_log.errors),
+            "exemplars": {m.name: ex for m, ex in zip(modes, self._exemplars)},
+            "mode_vectors": {"embedder": self.embedder.name, "kind": "centroid",
+                             "vectors": {m.name: rounded(v) for m, v in zip(modes, self._centroids)}},
+            "members": {m.name: mem for m, mem in zip(modes, self._members)},
+        }
+        return Taxonomy(modes=modes, strategy=self.name, notes=notes)
+
+    def _features(self, x: np.ndarray, texts: list[str]) -> np.ndarray:
+        """What is clustered (see DiscoveryConfig.features); rows L2-normalised."""
+        if self.cfg.features == "embedding":
+            return x
+        lex = lexical_features(texts, self.cfg.lexical_dims, self.cfg.seed)
+        if self.cfg.features == "lexical":
+            return lex
+        both = np.hstack([x, lex])
+        return both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)
+
+    # ------------------------------------------------------------------ naming
+
+    async def _name_all(self, clusters: _ClusterSet, backend: LLMBackend) -> list[dict | None]:
+        cfg = self.cfg
+        template = load_prompt(cfg.name_prompt)
+        schema = mode_schema(cfg, with_percent=False)
+        # One mode is small: budget its worst case (a token per character), so no
+        # answer is cut even when a small model writes odd strings.
+        naming_tokens = cfg.mode_max_tokens(chars_per_token=1.0)
+        limiter = asyncio.Semaphore(cfg.concurrency)
+        bar = tqdm(total=clusters.k, desc="naming clusters", unit="cluster", disable=clusters.k < 4)
+
+        async def one(c: int) -> dict | None:
+            prompt = fill(
+                template,
+                keywords=", ".join(clusters.keywords[c]) or "(none)",
+                samples="\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)),
+                neighbours=clusters.neighbour_text(c) or "(none)",
+                name_max_words=cfg.name_max_words,
+                max_keywords=cfg.max_keywords,
+            )
+            parsed, _ = await call_json(
+                backend, prompt, schema, max_tokens=naming_tokens, temperature=cfg.temperature,
+                seed=derive_seed(cfg.seed, "name", c) % (2**31), purpose=f"name_cluster:{c}",
+                call_log=self.call_log, limiter=limiter,
+            )
+            bar.update(1)
+            return parsed if isinstance(parsed, dict) else None
+
+        try:
+            return list(await asyncio.gather(*(one(c) for c in range(clusters.k))))
+        finally:
+            bar.close()
+
+    def _modes(self, clusters: _ClusterSet, proposals: list[dict | None]) -> tuple[list[Mode], dict[str, Any]]:
+        cfg = self.cfg
+        modes: list[Mode] = []
+        taken: set[str] = set()
+        stats: dict[str, Any] = {"descriptions_model": 0, "keywords_model": 0}
+        # Biggest clusters choose names first, so a duplicate falls on the smaller one.
+        order = sorted(range(clusters.k), key=lambda c: -clusters.size(c))
+        by_cluster: dict[int, Mode] = {}
+        for c in order:
+            p = proposals[c] or {}
+            sources = clusters.samples(c) + clusters.neighbour_samples(c)
+            kw_code = clusters.keywords[c]
+            name = str(p.get("name", "")).strip()
+            flags = check_name(name, sources=sources, taken=taken, max_words=cfg.name_max_words,
+                               prompt=self._prompt_text) if p else ["no_answer"]
+            named_by = "model"
+            if flags:
+                if p:
+                    for f in flags:
+                        self.call_log.degenerate[f"name:{f}"] += 1
+                name = keyword_name(kw_code, cfg.name_max_chars, fallback=f"mode {c + 1}")
+                named_by = "keywords"
+                if normalise_name(name) in taken:
+                    name = f"{name} ({c + 1})"
+            taken.add(normalise_name(name))
+            desc = str(p.get("description", "")).strip()
+            dflags = check_description(desc, sources=sources) if p else ["no_answer"]
+            if dflags:
+                if p:
+                    for f in dflags:
+                        self.call_log.degenerate[f"description:{f}"] += 1
+                desc = keyword_description(kw_code, clusters.samples(c)[0], cfg.description_max_chars)
+            else:
+                stats["descriptions_model"] += 1
+            kws = clean_keywords(p.get("keywords"), max_keywords=cfg.max_keywords, max_chars=cfg.keyword_max_chars)
+            if kws:
+                stats["keywords_model"] += 1
+            for k in kw_code:  # fill up with the cluster's own terms
+                if len(kws) >= cfg.max_keywords:
+                    break
+                if k not in kws:
+                    kws.append(k)
+            by_cluster[c] = Mode(
+                name=name,
+                description=desc,
+                keywords=kws,
+                reported_frequency=round(clusters.size(c) / clusters.n, 6),
+                named_by=named_by,
+            )
+        modes = [by_cluster[c] for c in range(clusters.k)]
+        self._exemplars = [clusters.samples(c)[:3] for c in range(clusters.k)]
+        self._centroids = [clusters.centroid(c) for c in range(clusters.k)]
+        self._members = [clusters.member_ids(c) for c in range(clusters.k)]
+        return modes, stats
+
+    # ------------------------------------------------------------------ merging
+
+    def _merge(self, modes: list[Mode], clusters: _ClusterSet) -> tuple[list[Mode], list[dict[str, Any]]]:
+        """Join near-duplicate modes (never below the fewest modes allowed)."""
+        if len(modes) < 2:
+            return modes, []
+        cfg = self.cfg
+        lo, _ = cfg.target_modes
+        text_vecs = self.embedder.embed([mode_text(m) for m in modes])
+        cent = np.stack(self._centroids)
+        cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+        # One similarity that crosses 1.0 when either criterion says "same mode".
+        both = np.maximum(
+            text_vecs @ text_vecs.T / max(cfg.merge_name_similarity, 1e-6),
+            cent @ cent.T / max(cfg.merge_centroid_similarity, 1e-6),
+        )
+        groups = group_by_similarity(both, 1.0, min_groups=lo)
+        if all(len(g) == 1 for g in groups):
+            return modes, []
+        out: list[Mode] = []
+        exemplars, centroids, members = [], [], []
+        merged_log: list[dict[str, Any]] = []
+        for g in groups:
+            g = sorted(g, key=lambda i: -clusters.size(i))
+            head = modes[g[0]]
+            if len(g) > 1:
+                merged_log.append({"into": head.name, "merged": [modes[i].name for i in g[1:]]})
+                head.reported_frequency = round(sum(modes[i].reported_frequency or 0.0 for i in g), 6)
+                kws = list(head.keywords)
+                for i in g[1:]:
+                    kws += [k for k in modes[i].keywords if k not in kws]
+                head.keywords = kws[: cfg.max_keywords]
+            sizes = np.array([clusters.size(i) for i in g], dtype=float)
+            c = (np.stack([self._centroids[i] for i in g]) * sizes[:, None]).sum(axis=0) / sizes.sum()
+            out.append(head)
+            exemplars.append(self._exemplars[g[0]])
+            centroids.append(c)
+            members.append([m for i in g for m in self._members[i]])
+        self._exemplars, self._centroids, self._members = exemplars, centroids, members
+        return out, merged_log
+
+
+class _ClusterSet:
+    """Per-cluster views (members, centroid, samples, keywords, neighbours)."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, texts: list[str], kept: list[Explanation],
+                 cfg: DiscoveryConfig) -> None:
+        self.x, self.labels, self.texts, self.kept, self.cfg = x, labels, texts, kept, cfg
+        self.n = len(texts)
+        self.k = int(labels.max()) + 1 if len(labels) else 0
+        self._members = [np.flatnonzero(labels == c) for c in range(self.k)]
+        self._centroid = [x[m].mean(axis=0) if len(m) else np.zeros(x.shape[1]) for m in self._members]
+        kw = ctfidf_keywords(texts, labels, cfg.max_keywords)
+        self.keywords = [kw.get(c, []) for c in range(self.k)]
+        cents = np.stack(self._centroid) if self.k else np.zeros((0, x.shape[1]))
+        norms = np.maximum(np.linalg.norm(cents, axis=1, keepdims=True), 1e-12)
+        self._cent_sims = (cents / norms) @ (cents / norms).T if self.k else np.zeros((0, 0))
+        self._samples: dict[int, list[str]] = {}
+
+    def size(self, c: int) -> int:
+        return len(self._members[c])
+
+    def centroid(self, c: int) -> np.ndarray:
+        return self._centroid[c]
+
+    def member_ids(self, c: int) -> list[str]:
+        return [self.kept[i].episode_id for i in self._members[c]]
+
+    def samples(self, c: int) -> list[str]:
+        """Distinct member texts: half nearest the centroid, half spread (seeded)."""
+        if c in self._samples:
+            return self._samples[c]
+        members = self._members[c]
+        order = members[np.argsort(-(self.x[members] @ self._centroid[c]))]
+        want = self.cfg.samples_per_cluster
+        near = order[: max(1, (want + 1) // 2)].tolist()
+        rest = order[len(near):]
+        rng = np.random.default_rng(derive_seed(self.cfg.seed, "samples", c))
+        spread = rng.permutation(rest)[: want - len(near)].tolist() if len(rest) else []
+        out: list[str] = []
+        for i in near + spread:
+            if self.texts[i] not in out:
+                out.append(self.texts[i])
+        self._samples[c] = out or [""]
+        return self._samples[c]
+
+    def neighbours(self, c: int) -> list[int]:
+        if self.k < 2:
+            return []
+        sims = self._cent_sims[c].copy()
+        sims[c] = -np.inf
+        return [int(j) for j in np.argsort(-sims)[: self.cfg.neighbour_clusters]]
+
+    def neighbour_samples(self, c: int) -> list[str]:
+        return [t for j in self.neighbours(c) for t in self.samples(j)[: self.cfg.neighbour_samples]]
+
+    def neighbour_text(self, c: int) -> str:
+        lines = []
+        for j in self.neighbours(c):
+            kws = ", ".join(self.keywords[j][:4])
+            ex = "; ".join(clip(t, self.cfg.sample_max_chars // 2) for t in self.samples(j)[: self.cfg.neighbour_samples])
+            lines.append(f"- words: {kws} | e.g. {ex}")
+        return "\n".join(lines)

@@ -1,0 +1,404 @@
+"""Pieces both discovery strategies share: prompts, schemas, guarded model
+calls, degenerate-name checks, c-TF-IDF keywords and near-duplicate merging.
+
+Everything a model writes passes `check_name` / `check_description` before it
+becomes part of a taxonomy; what fails falls back to code (keywords of the
+explanations behind the mode) and is counted, so a report can say which parts
+a model decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from failtax.degenerate import copied_share, is_repetitive, words
+from failtax.types import OUTLIER, Explanation, Mode
+from serving.protocol import BackendError, CallResult, LLMBackend
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+# Names that say nothing about a failure; a model answering with one gets the keyword name.
+GENERIC_NAMES = frozenset(
+    {"", "failure", "failures", "failure mode", "robot failure", "robot failures", "mode", "cluster",
+     "other", "others", "misc", "miscellaneous", "unknown", "none", "n/a", "name", "category", OUTLIER}
+)
+# Words never used as keywords: they are in almost every robot failure explanation.
+DOMAIN_STOP_WORDS = frozenset(
+    {"robot", "robots", "failure", "failed", "fails", "fail", "episode", "frame", "frames", "camera", "likely",
+     "hit", "hits", "collided", "collide", "collides", "collision", "crashed", "crash", "crashes", "avoid",
+     "cause", "caused", "reason", "probably", "possibly", "then", "because", "since", "while"}
+)
+
+
+def lexical_features(texts: Sequence[str], dims: int, seed: int = 0) -> np.ndarray:
+    """L2-normalised TF-IDF of content words (English and domain stop words
+    removed, sublinear TF) reduced by truncated SVD to at most `dims` columns."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+
+    stop = list(ENGLISH_STOP_WORDS | DOMAIN_STOP_WORDS)
+    vec = TfidfVectorizer(stop_words=stop, sublinear_tf=True, min_df=2 if len(texts) >= 50 else 1,
+                          token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+    try:
+        t = vec.fit_transform(texts)
+    except ValueError:  # no content words at all
+        return np.zeros((len(texts), 1), dtype=np.float32)
+    k = min(dims, t.shape[1] - 1, len(texts) - 1)
+    z = TruncatedSVD(k, random_state=seed % (2**31)).fit_transform(t) if k >= 2 else t.toarray()
+    z = np.asarray(z, dtype=np.float32)
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def load_prompt(name: str) -> str:
+    """A prompt file from failtax/prompts/ (or a path to one).
+
+    Raises:
+        ValueError: the file does not exist (names the folder searched).
+    """
+    path = Path(name).expanduser()
+    if not path.is_file():
+        path = PROMPTS_DIR / name
+    if not path.is_file():
+        raise ValueError(f"prompt file {name!r} not found (looked in {PROMPTS_DIR}); fix discovery.*_prompt")
+    return path.read_text(encoding="utf-8")
+
+
+def fill(template: str, **values: Any) -> str:
+    """Replace `{name}` placeholders; braces of any other kind are left alone
+    (prompts quote JSON), and a missing value is an error naming it."""
+
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in values:
+            raise KeyError(f"prompt placeholder {{{key}}} has no value")
+        return str(values[key])
+
+    return re.sub(r"\{([a-z_][a-z0-9_]*)\}", sub, template)
+
+
+def explanation_text(e: Explanation, include_trajectory: bool = False) -> str:
+    """The text that stands for one explanation in clustering and prompts."""
+    reason = " ".join(e.failure_reason.split())
+    if include_trajectory and e.trajectory.strip():
+        return f"{' '.join(e.trajectory.split())} {reason}".strip()
+    return reason
+
+
+def clip(text: str, max_chars: int) -> str:
+    """`text` on one line, cut at a word boundary to at most `max_chars`."""
+    text = " ".join(str(text).split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1].rsplit(" ", 1)[0]
+    return cut + "…"
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def mode_schema(cfg: Any, *, with_percent: bool) -> dict[str, Any]:
+    """JSON schema of one mode; every string has a maxLength (FACTS: small models
+    run to the token limit otherwise)."""
+    props: dict[str, Any] = {
+        "name": {"type": "string", "minLength": 1, "maxLength": cfg.name_max_chars},
+        "description": {"type": "string", "minLength": 1, "maxLength": cfg.description_max_chars},
+        "keywords": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": cfg.keyword_max_chars},
+            "minItems": 1,
+            "maxItems": cfg.max_keywords,
+        },
+    }
+    required = ["name", "description", "keywords"]
+    if with_percent:
+        props["percent"] = {"type": "integer", "minimum": 0, "maximum": 100}
+        required.append("percent")
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+def taxonomy_schema(cfg: Any, max_modes: int) -> dict[str, Any]:
+    """JSON schema of a whole taxonomy: {"modes": [mode, ...]}."""
+    return {
+        "type": "object",
+        "properties": {
+            "modes": {
+                "type": "array",
+                "items": mode_schema(cfg, with_percent=True),
+                "minItems": 1,
+                "maxItems": max_modes,
+            }
+        },
+        "required": ["modes"],
+        "additionalProperties": False,
+    }
+
+
+# --------------------------------------------------------------------------- guarded calls
+
+
+@dataclass
+class CallLog:
+    """What the model calls of one stage cost and how they went."""
+
+    calls: int = 0  # calls answered (cached or not)
+    cached: int = 0  # of those, answered from the call cache
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    call_ids: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # typed failures: kind, purpose, detail
+    degenerate: Counter = field(default_factory=Counter)  # flag -> count
+
+    def record(self, result: CallResult) -> None:
+        self.calls += 1
+        self.cached += int(result.cached)
+        self.prompt_tokens += result.usage.prompt_tokens
+        self.completion_tokens += result.usage.completion_tokens
+        self.call_ids.append(result.call_id)
+
+    def error(self, kind: str, purpose: str, detail: str, **extra: Any) -> None:
+        self.errors.append({"stage": "discover", "kind": kind, "purpose": purpose, "message": detail[:500], **extra})
+
+    def summary(self) -> dict[str, Any]:
+        kinds = Counter(e["kind"] for e in self.errors)
+        return {
+            "calls": self.calls,
+            "cached_calls": self.cached,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "errors": dict(sorted(kinds.items())),
+            "degenerate": dict(sorted(self.degenerate.items())),
+        }
+
+
+async def call_json(
+    backend: LLMBackend,
+    prompt: str,
+    schema: dict[str, Any],
+    *,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    purpose: str,
+    call_log: CallLog,
+    limiter: asyncio.Semaphore | None = None,
+) -> tuple[Any | None, CallResult | None]:
+    """One structured call that never raises for model trouble.
+
+    Returns (parsed, result): parsed is None when the server was unreachable
+    (`backend_error`), the output did not validate (`parse_error`) or was cut
+    (`truncated`); each is recorded in `call_log.errors`.
+    """
+    messages = [{"role": "user", "content": prompt}]
+    try:
+        if limiter is None:
+            result = await backend.complete_json(
+                messages, schema, max_tokens=max_tokens, temperature=temperature, seed=seed
+            )
+        else:
+            async with limiter:
+                result = await backend.complete_json(
+                    messages, schema, max_tokens=max_tokens, temperature=temperature, seed=seed
+                )
+    except BackendError as e:
+        call_log.error("backend_error", purpose, str(e))
+        return None, None
+    call_log.record(result)
+    if result.parsed is None:
+        kind = "truncated" if result.finish_reason == "length" else "parse_error"
+        call_log.error(kind, purpose, result.error or result.text[:200], call_id=result.call_id)
+        return None, result
+    return result.parsed, result
+
+
+# --------------------------------------------------------------------------- degenerate names
+
+
+def normalise_name(name: str) -> str:
+    return " ".join(words(name))
+
+
+def check_name(
+    name: str, *, sources: Sequence[str], taken: set[str], max_words: int, prompt: str = ""
+) -> list[str]:
+    """Why a model-written mode name is unusable ([] when it is fine).
+
+    Flags: empty, generic, sentence (too many words or sentence punctuation),
+    repetition, copied_input (a long name lifted from an explanation),
+    copied_prompt (words lifted from the prompt's own instructions, such as
+    "Merge" or "Frequent words"), duplicate (another mode already has it).
+    """
+    flags: list[str] = []
+    norm = normalise_name(name)
+    toks = norm.split()
+    if not toks:
+        return ["empty"]
+    if norm in GENERIC_NAMES:
+        flags.append("generic")
+    if prompt and len(toks) <= 3 and f" {norm} " in f" {normalise_name(prompt)} ":
+        flags.append("copied_prompt")
+    stripped = name.strip()
+    if len(toks) > max_words or (stripped.endswith(".") and len(toks) > 2) or stripped.count(",") >= 2:
+        flags.append("sentence")
+    if len(toks) >= 4 and (is_repetitive(name, min_words=4) or len(set(toks)) <= len(toks) // 2):
+        flags.append("repetition")
+    if len(toks) >= 4 and copied_share(name, sources, n=4) >= 0.99:
+        flags.append("copied_input")
+    if norm in taken:
+        flags.append("duplicate")
+    return flags
+
+
+def check_description(text: str, *, sources: Sequence[str]) -> list[str]:
+    """Why a model-written description is unusable ([] when it is fine)."""
+    toks = words(text)
+    if len(toks) < 2:
+        return ["empty"]
+    flags = []
+    if is_repetitive(text, min_words=6):
+        flags.append("repetition")
+    if copied_share(text, sources, n=6) >= 0.6:
+        flags.append("copied_input")
+    return flags
+
+
+def clean_keywords(raw: Any, *, max_keywords: int, max_chars: int) -> list[str]:
+    """Model keywords: strings only, trimmed, de-duplicated, capped."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for k in raw if isinstance(raw, list) else []:
+        if not isinstance(k, str):
+            continue
+        norm = normalise_name(k)
+        if not norm or norm in seen or len(norm) > max_chars or norm in GENERIC_NAMES:
+            continue
+        seen.add(norm)
+        out.append(norm)
+        if len(out) >= max_keywords:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- keywords
+
+
+def ctfidf_keywords(texts: Sequence[str], labels: Sequence[int], top_n: int) -> dict[int, list[str]]:
+    """Class-based TF-IDF keywords per label (BERTopic's c-TF-IDF):
+    weight(t, c) = tf(t, c) / |c| * log(1 + A / f(t)), A = mean words per class.
+
+    Bigrams win over the unigrams they contain; labels < 0 are ignored.
+    """
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    labels = np.asarray(labels)
+    classes = sorted(int(c) for c in set(labels.tolist()) if c >= 0)
+    if not classes:
+        return {}
+    docs = [" . ".join(texts[i] for i in np.flatnonzero(labels == c)) for c in classes]
+    stop = ENGLISH_STOP_WORDS | DOMAIN_STOP_WORDS
+
+    def phrases(doc: str) -> list[str]:
+        # Unigrams and bigrams of adjacent content words: a bigram never spans
+        # punctuation or a removed stop word ("surroundings): hit head" is no term).
+        out: list[str] = []
+        prev: str | None = None
+        for tok in re.findall(r"[a-z]+|[^\sa-z]", doc.lower()):
+            if len(tok) < 2 or not tok.isalpha() or tok in stop:
+                prev = None
+                continue
+            out.append(tok)
+            if prev is not None:
+                out.append(f"{prev} {tok}")
+            prev = tok
+        return out
+
+    vec = CountVectorizer(analyzer=phrases)
+    try:
+        counts = vec.fit_transform(docs).toarray().astype(np.float64)
+    except ValueError:  # every word was a stop word
+        return {c: [] for c in classes}
+    terms = vec.get_feature_names_out()
+    tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    avg_words = counts.sum() / len(classes)
+    idf = np.log(1.0 + avg_words / np.maximum(counts.sum(axis=0), 1.0))
+    weights = tf * idf
+    out: dict[int, list[str]] = {}
+    for row, c in enumerate(classes):
+        chosen: list[str] = []
+        for j in np.argsort(-weights[row]):
+            if weights[row, j] <= 0 or len(chosen) >= top_n:
+                break
+            term = str(terms[j])
+            if any(term in k.split() or k in term.split() for k in chosen if " " in k or " " in term):
+                continue
+            chosen.append(term)
+        out[c] = chosen
+    return out
+
+
+def keyword_name(keywords: Sequence[str], max_chars: int, fallback: str) -> str:
+    """A mode name made of its top keywords ("glass door / transparent")."""
+    name = ""
+    for k in keywords[:3]:
+        cand = f"{name} / {k}" if name else k
+        if len(cand) > max_chars:
+            break
+        name = cand
+    return name or fallback
+
+
+def keyword_description(keywords: Sequence[str], exemplar: str, max_chars: int) -> str:
+    """A code-written description: the keywords and the most typical explanation."""
+    head = f"Failures mentioning {', '.join(keywords[:4])}" if keywords else "Failures like"
+    return clip(f'{head}; e.g. "{exemplar}"', max_chars)
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def group_by_similarity(sims: np.ndarray, threshold: float, *, min_groups: int = 1) -> list[list[int]]:
+    """Single-link grouping on a similarity matrix: join the most similar pair
+    of items first, while its similarity is >= `threshold` and more than
+    `min_groups` groups remain. Returns lists of indices, each ascending."""
+    n = len(sims)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs = sorted(
+        ((float(sims[i, j]), i, j) for i in range(n) for j in range(i + 1, n) if sims[i, j] >= threshold),
+        reverse=True,
+    )
+    count = n
+    for _, i, j in pairs:
+        if count <= min_groups:
+            break
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+            count -= 1
+    by_root: dict[int, list[int]] = {}
+    for i in range(n):
+        by_root.setdefault(find(i), []).append(i)
+    return list(by_root.values())
+
+
+def mode_text(mode: Mode) -> str:
+    """The text that stands for a mode when it is embedded."""
+    kws = ", ".join(mode.keywords[:5])
+    return f"{mode.name}: {mode.description}" + (f" ({kws})" if kws else "")
+
+
+def rounded(vec: np.ndarray, digits: int = 5) -> list[float]:
+    return [round(float(x), digits) for x in vec]

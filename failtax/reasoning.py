@@ -1,0 +1,395 @@
+"""Failure reasoning: key frames (or their scene descriptions) in, an explanation out.
+
+Input modes, each named in every explanation it writes:
+
+- ``vision``: a vision-language model gets the kept frames as images.
+- ``scene_text``: a text model gets the scene descriptions of failtax.scene.
+- ``facts``: no model; code summarises the last frames' scene descriptions
+  (failtax.scene.summarise_facts). The floor a model has to beat.
+- ``given``: explanations read from a CSV/JSONL (failtax.sources).
+
+Model-backed modes ask for a chain-of-thought JSON object
+{reasoning?, trajectory, failure_reason} with a `maxLength` on every string
+(small models otherwise run to the token limit). The backend parses at the
+boundary and re-asks once; what still fails is recorded as a typed error and
+the episode falls back to `facts`, saying so in `Explanation.degenerate`
+("fallback:<why>"). Degenerate answers (empty, repetition, input copied back,
+truncated) are flagged; the flags in `fallback_on_degenerate` also trigger the
+facts fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from failtax.degenerate import detect_degenerate
+from failtax.scene import SceneFrame, summarise_facts
+from failtax.types import Explanation
+from serving.protocol import BackendError, CallResult, LLMBackend
+from serving.structured import schema_token_budget
+
+if TYPE_CHECKING:
+    from failtax.config import ReasoningConfig, SceneConfig
+    from failtax.sources import Episode
+    from failtax.types import Keyframes
+
+INPUT_MODES = ("vision", "scene_text", "facts", "given")
+PROMPTS_DIR = Path(__file__).parent / "prompts"
+# Why a model answer was replaced by facts; "backend_error" is retried by a rerun.
+RETRYABLE_FALLBACKS = frozenset({"fallback:backend_error"})
+
+
+@dataclass
+class ReasonOutcome:
+    """One episode's explanation plus the error records it produced."""
+
+    explanation: Explanation
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def retryable(self) -> bool:
+        """True when a rerun should try the model again (the server was unreachable)."""
+        return bool(RETRYABLE_FALLBACKS & set(self.explanation.degenerate))
+
+
+@runtime_checkable
+class Reasoner(Protocol):
+    """Explains one failure episode."""
+
+    input_mode: str
+    model: str | None
+    needs_scenes: bool  # whether `explain` uses scene descriptions
+
+    async def explain(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> ReasonOutcome: ...
+
+
+def load_prompt(name: str) -> str:
+    """A prompt file from failtax/prompts/ (or a path to one)."""
+    path = Path(name)
+    if not path.is_file():
+        path = PROMPTS_DIR / name
+    if not path.is_file():
+        raise ValueError(
+            f"prompt file {name!r} not found (looked in {PROMPTS_DIR}); set reasoning.*_prompt"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def prompt_hash(text: str) -> str:
+    """The fingerprint of a prompt recorded in config.yaml."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def explanation_schema(cfg: ReasoningConfig) -> dict[str, Any]:
+    """JSON schema of a model's answer; every string is length-capped."""
+    props: dict[str, Any] = {}
+    if cfg.include_reasoning:
+        # First, so the chain of thought is generated before the answer.
+        props["reasoning"] = {"type": "string", "maxLength": cfg.reasoning_max_chars}
+    props["trajectory"] = {"type": "string", "minLength": 1, "maxLength": cfg.trajectory_max_chars}
+    props["failure_reason"] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": cfg.failure_reason_max_chars,
+    }
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+    }
+
+
+class FactsReasoner:
+    """No model: the code-written summary of the scene descriptions."""
+
+    input_mode = "facts"
+    model = None
+    needs_scenes = True
+
+    def __init__(self, scene_cfg: SceneConfig) -> None:
+        self.scene_cfg = scene_cfg
+
+    async def explain(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> ReasonOutcome:
+        trajectory, reason = summarise_facts(episode, scenes, self.scene_cfg)
+        return ReasonOutcome(Explanation(episode.episode_id, trajectory, reason, "facts", None))
+
+
+class GivenReasoner:
+    """Ready-made explanations, looked up by episode id."""
+
+    input_mode = "given"
+    model = None
+    needs_scenes = False
+
+    def __init__(self, given: dict[str, Explanation]) -> None:
+        self.given = given
+
+    async def explain(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> ReasonOutcome:
+        if episode.episode_id not in self.given:
+            raise KeyError(f"no given explanation for episode {episode.episode_id!r}")
+        return ReasonOutcome(self.given[episode.episode_id])
+
+
+class _ModelReasoner:
+    """Shared call/parse/fallback logic of the model-backed modes."""
+
+    input_mode = "scene_text"
+    needs_scenes = True
+
+    def __init__(
+        self, cfg: ReasoningConfig, scene_cfg: SceneConfig, backend: LLMBackend, prompt_name: str
+    ) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.model = backend.model_id
+        self.prompt = load_prompt(prompt_name)
+        self.schema = explanation_schema(cfg)
+        self.max_tokens = cfg.max_tokens or schema_token_budget(self.schema)
+        self.facts = FactsReasoner(scene_cfg)
+        self.seed = 0  # the run's seed, sent with every call (make_reasoner sets it)
+
+    def messages(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _fill(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame], scene_text: str
+    ) -> str:
+        times = [f"{s.t_s:.1f} s" for s in scenes if s.t_s is not None]
+        values = {
+            "outcome": str((episode.meta or {}).get("outcome") or "failure"),
+            "scene": scene_text,
+            "num_frames": len(keyframes.indices),
+            "frame_times": "times " + ", ".join(times) if times else "times not logged",
+            "trajectory_max_chars": self.cfg.trajectory_max_chars,
+            "failure_reason_max_chars": self.cfg.failure_reason_max_chars,
+        }
+        try:
+            return self.prompt.format_map(values)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"prompt for {self.input_mode} has an unknown placeholder or stray brace ({e}); "
+                f"valid placeholders: {', '.join('{' + k + '}' for k in values)}; write literal braces as {{{{ }}}}"
+            ) from None
+
+    async def explain(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> ReasonOutcome:
+        messages = self.messages(episode, keyframes, scenes)
+        eid = episode.episode_id
+        try:
+            result = await self.backend.complete_json(
+                messages,
+                self.schema,
+                max_tokens=self.max_tokens,
+                temperature=self.cfg.temperature,
+                seed=self.seed,
+            )
+        except BackendError as e:
+            return await self._fallback(episode, keyframes, scenes, "backend_error", str(e), [])
+        parsed, why = self._validate(result)
+        if parsed is None:
+            return await self._fallback(
+                episode,
+                keyframes,
+                scenes,
+                why,
+                result.error or "no parsed output",
+                [result.call_id],
+                result,
+            )
+        trajectory = parsed["trajectory"].strip()[: self.cfg.trajectory_max_chars]
+        reason = parsed["failure_reason"].strip()[: self.cfg.failure_reason_max_chars]
+        sources = [_message_text(messages)] + [s.to_text() for s in scenes]
+        flags = sorted(
+            set(detect_degenerate(reason, sources=sources, finish_reason=result.finish_reason))
+            | {f for f in detect_degenerate(trajectory, sources=sources) if f != "copied_input"}
+        )
+        bad = [f for f in flags if f in self.cfg.fallback_on_degenerate]
+        if bad:
+            out = await self._fallback(
+                episode,
+                keyframes,
+                scenes,
+                "degenerate",
+                f"model output flagged {bad}",
+                [result.call_id],
+                result,
+            )
+            out.explanation.degenerate = sorted(set(out.explanation.degenerate) | set(flags))
+            return out
+        return ReasonOutcome(
+            Explanation(
+                eid,
+                trajectory,
+                reason,
+                self.input_mode,
+                result.model or self.model,
+                [result.call_id],
+                flags,
+            )
+        )
+
+    @staticmethod
+    def _validate(result: CallResult) -> tuple[dict[str, Any] | None, str]:
+        parsed = result.parsed
+        if parsed is None:
+            return None, "truncated" if result.finish_reason == "length" else "parse_failure"
+        if not isinstance(parsed, dict) or not all(
+            isinstance(parsed.get(k), str) for k in ("trajectory", "failure_reason")
+        ):
+            return None, "schema_mismatch"
+        return parsed, ""
+
+    async def _fallback(
+        self,
+        episode: Episode,
+        keyframes: Keyframes,
+        scenes: list[SceneFrame],
+        kind: str,
+        message: str,
+        call_ids: list[str],
+        result: CallResult | None = None,
+    ) -> ReasonOutcome:
+        out = await self.facts.explain(episode, keyframes, scenes)
+        out.explanation.call_ids = call_ids
+        out.explanation.degenerate = [f"fallback:{kind}"]
+        record = {
+            "stage": "reason",
+            "episode_id": episode.episode_id,
+            "kind": kind,
+            "message": f"{message}; fell back to facts",
+            "input_mode": self.input_mode,
+            "model": self.model,
+            "call_ids": call_ids,
+        }
+        if result is not None:
+            record.update(
+                attempts=result.attempts, finish_reason=result.finish_reason, text=result.text[:500]
+            )
+        out.errors.append(record)
+        return out
+
+
+def fit_scene_text(frame_texts: list[str], max_chars: int) -> str:
+    """Frame descriptions joined by newlines, dropping the oldest frames (never the
+    last, the failure) until the block fits `max_chars` (the model's context is small)."""
+    texts = list(frame_texts)
+    while len(texts) > 1 and sum(len(t) + 1 for t in texts) > max_chars:
+        texts.pop(0)
+    text = "\n".join(texts)
+    return text[:max_chars] if text else "(no frames)"
+
+
+def _message_text(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(
+                p.get("text", "")
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+    return "\n".join(parts)
+
+
+class SceneTextReasoner(_ModelReasoner):
+    """A text model reads the scene descriptions of the kept frames."""
+
+    input_mode = "scene_text"
+    needs_scenes = True
+
+    def messages(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> list[dict[str, Any]]:
+        scene_text = fit_scene_text([s.to_text() for s in scenes], self.cfg.scene_text_max_chars)
+        return [{"role": "user", "content": self._fill(episode, keyframes, scenes, scene_text)}]
+
+
+class VisionReasoner(_ModelReasoner):
+    """A vision-language model sees the kept frames as images."""
+
+    input_mode = "vision"
+
+    def __init__(
+        self, cfg: ReasoningConfig, scene_cfg: SceneConfig, backend: LLMBackend, prompt_name: str
+    ) -> None:
+        super().__init__(cfg, scene_cfg, backend, prompt_name)
+        self.needs_scenes = cfg.vision_scene_text  # facts fallback then has scenes too
+
+    def messages(
+        self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame]
+    ) -> list[dict[str, Any]]:
+        scene_text = ""
+        if self.cfg.vision_scene_text and scenes:
+            texts = [s.to_text() for s in scenes]
+            scene_text = "Measured from the robot's depth sensor:\n"
+            scene_text += fit_scene_text(texts, self.cfg.scene_text_max_chars) + "\n"
+        content: list[dict[str, Any]] = [
+            {"type": "text", "text": self._fill(episode, keyframes, scenes, scene_text)}
+        ]
+        for i in keyframes.indices:
+            content.append({"type": "image", "image": episode.frame_png(i)})
+        return [{"role": "user", "content": content}]
+
+
+def make_reasoner(
+    cfg: ReasoningConfig,
+    scene_cfg: SceneConfig,
+    backend: LLMBackend | None = None,
+    *,
+    seed: int = 0,
+    given: dict[str, Explanation] | None = None,
+) -> Reasoner:
+    """The reasoner for `cfg.input_mode`.
+
+    Raises:
+        ValueError: unknown mode (lists the valid ones), or a model mode without a backend.
+    """
+    mode = cfg.input_mode
+    if mode not in INPUT_MODES:
+        raise ValueError(f"unknown reasoning input_mode {mode!r}; valid: {', '.join(INPUT_MODES)}")
+    if mode == "facts":
+        return FactsReasoner(scene_cfg)
+    if mode == "given":
+        return GivenReasoner(given or {})
+    if backend is None:
+        raise ValueError(
+            f"reasoning.input_mode={mode} needs a model backend (configure backend or use facts)"
+        )
+    reasoner: _ModelReasoner
+    if mode == "scene_text":
+        reasoner = SceneTextReasoner(cfg, scene_cfg, backend, cfg.scene_text_prompt)
+    else:
+        reasoner = VisionReasoner(cfg, scene_cfg, backend, cfg.vision_prompt)
+    reasoner.seed = seed
+    return reasoner
+
+
+__all__ = [
+    "INPUT_MODES",
+    "FactsReasoner",
+    "GivenReasoner",
+    "ReasonOutcome",
+    "Reasoner",
+    "SceneTextReasoner",
+    "VisionReasoner",
+    "explanation_schema",
+    "load_prompt",
+    "make_reasoner",
+    "prompt_hash",
+]

@@ -1,0 +1,98 @@
+"""`failtax discover/assign/evaluate/report` command lines."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from failtax.cli import main
+from failtax_common import read_jsonl
+
+
+def test_help_explains_each_command():
+    runner = CliRunner()
+    out = runner.invoke(main, ["discover", "--help"])
+    assert out.exit_code == 0
+    for word in (
+        "EPISODES",
+        "--run-dir",
+        "--config",
+        "--set",
+        "--base-url",
+        "--embedded",
+        "resume",
+    ):
+        assert word in out.output
+    for command in ("assign", "evaluate", "report"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "RUN_DIR" in result.output
+
+
+def test_discover_facts_stages_from_the_command_line(tmp_path, tiny_episodes):
+    run_dir = tmp_path / "run"
+    args = [
+        "discover",
+        str(tiny_episodes),
+        "--run-dir",
+        str(run_dir),
+        "--stages",
+        "downsample,reason",
+        "--set",
+        "reasoning.input_mode=facts",
+        "--set",
+        "scene.class_names=false",
+        "--quiet",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert summary["stages"]["reason"]["total"] == 6
+    explanations = read_jsonl(run_dir / "explanations.jsonl")
+    assert all("glass" not in e["failure_reason"] for e in explanations)  # geometry only
+
+
+def test_bad_options_are_usage_errors(tmp_path, tiny_episodes):
+    runner = CliRunner()
+    base = ["discover", str(tiny_episodes), "--run-dir", str(tmp_path / "r")]
+    result = runner.invoke(main, [*base, "--set", "reasoning.input_mode"])
+    assert result.exit_code != 0 and "dotted.key=value" in result.output
+    result = runner.invoke(main, [*base, "--set", "reasoning.no_such_key=1"])
+    assert result.exit_code != 0 and "no_such_key" in result.output
+    result = runner.invoke(main, [*base, "--base-url", "http://x/v1", "--embedded"])
+    assert result.exit_code != 0 and "not both" in result.output
+    result = runner.invoke(main, ["assign", str(tmp_path)])
+    assert result.exit_code != 0 and "config.yaml" in result.output
+
+
+def test_discover_then_evaluate_without_a_model(tmp_path, tiny_episodes):
+    run_dir = tmp_path / "run"
+    hashing = [
+        "--set",
+        "discovery.embedding.kind=hashing",
+        "--set",
+        "assignment.embedding.kind=hashing",
+    ]
+    args = [
+        "discover",
+        str(tiny_episodes),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        "--stages",
+        "downsample,reason,discover,assign",
+        "--set",
+        "discovery.use_model_names=false",
+        "--set",
+        "discovery.min_modes=2",
+        *hashing,
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "taxonomy.json").exists() and len(
+        read_jsonl(run_dir / "assignments.jsonl")
+    ) == 6
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--set", "embedding.kind=hashing"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["labelled_episodes"] == 6 and "nmi" in evaluation["assignment"]

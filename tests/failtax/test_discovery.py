@@ -1,0 +1,354 @@
+"""Discovery strategies with a scripted backend: parsing and control flow only.
+
+The stub backend answers by prompt kind; it never demonstrates a feature. The
+hashing embedder keeps these tests fast; MiniLM is exercised in
+test_discovery_server.py and the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from failtax.discovery import DiscoveryConfig, make_strategy
+from failtax.discovery.common import (
+    check_description,
+    check_name,
+    ctfidf_keywords,
+    fill,
+    group_by_similarity,
+    keyword_name,
+)
+from failtax.discovery.ensemble import check_rephrasing, split_seed
+from failtax.embedding import EmbeddingConfig
+from failtax.evaluation import make_synthetic_explanations
+from serving.protocol import BackendError
+
+HASHING = EmbeddingConfig(kind="hashing")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic_explanations(140, seed=3)
+
+
+def cfg(**kw) -> DiscoveryConfig:
+    base = {"embedding": HASHING, "min_modes": 3, "max_modes": 8}
+    return DiscoveryConfig(**{**base, **kw})
+
+
+def kind_of(messages) -> str:
+    text = messages[0]["content"]
+    if "Rewrite the following instructions" in text:
+        return "rephrase"
+    if "Other groups, which this name must NOT describe" in text:
+        return "name"
+    if "Several analysts" in text:
+        return "aggregate"
+    return "map"
+
+
+GOOD_TAXONOMY = {
+    "modes": [
+        {"name": "transparent surfaces", "description": "Collisions with glass the camera sees through.",
+         "keywords": ["glass", "pane"], "percent": 40},
+        {"name": "slender obstacles", "description": "Thin posts too narrow to notice in the image.",
+         "keywords": ["pole"], "percent": 30},
+        {"name": "low objects", "description": "Obstacles below the camera's field of view.",
+         "keywords": ["box"], "percent": 30},
+    ]
+}
+
+
+def discover(strategy, explanations, backend):
+    return asyncio.run(strategy.discover(explanations, backend))
+
+
+def test_cluster_then_name_uses_model_names_and_records_decisions(data, stub_backend_factory):
+    explanations, _ = data
+    counter = iter(range(1000))
+
+    def responder(method, messages, attempt):
+        assert kind_of(messages) == "name"
+        i = next(counter)
+        return json.dumps({"name": f"failure kind {chr(97 + i)}", "description": f"Distinct cause number {i} here.",
+                           "keywords": ["alpha", "beta"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg()), explanations, backend)
+    assert tax.strategy == "cluster-then-name"
+    assert 3 <= len(tax.modes) <= 8
+    assert all(m.named_by == "model" for m in tax.modes)
+    assert len({m.name for m in tax.modes}) == len(tax.modes)
+    assert sum(m.reported_frequency for m in tax.modes) == pytest.approx(1.0, abs=1e-4)
+    notes = tax.notes
+    assert notes["decided_by"]["reported_frequency"].startswith("code")
+    assert notes["k_chosen_by"] == "silhouette"
+    assert notes["calls"]["calls"] == notes["k"]  # one naming call per cluster, not per explanation
+    members = [eid for ids in notes["members"].values() for eid in ids]
+    assert sorted(members) == sorted(e.episode_id for e in explanations)
+    assert set(notes["mode_vectors"]["vectors"]) == {m.name for m in tax.modes}
+
+
+@pytest.mark.parametrize(
+    "answer, flag",
+    [
+        ({"name": "The robot hit the glass door and it broke.",
+          "description": "A short but fine description.", "keywords": ["x"]}, "name:sentence"),
+        ({"name": "failure", "description": "Generic name, fine description.", "keywords": ["x"]}, "name:generic"),
+        ({"name": "same name", "description": "Every cluster gets the same name.", "keywords": ["x"]},
+         "name:duplicate"),
+    ],
+)
+def test_degenerate_names_fall_back_to_keywords(data, stub_backend_factory, answer, flag):
+    explanations, _ = data
+    backend = stub_backend_factory(lambda m, msgs, a: json.dumps(answer))
+    tax = discover(make_strategy(cfg(num_modes=4)), explanations, backend)
+    assert tax.notes["degenerate"].get(flag, 0) >= 1
+    fallback = [m for m in tax.modes if m.named_by == "keywords"]
+    assert fallback, "a degenerate name must be replaced"
+    for m in fallback:
+        assert m.name and "/" in m.name or m.name.startswith("mode")
+    assert "keywords" in tax.notes["decided_by"]["names"]
+    assert len({m.name for m in tax.modes}) == len(tax.modes)
+
+
+def test_copied_description_is_replaced_by_code(data, stub_backend_factory):
+    explanations, _ = data
+
+    def responder(method, messages, attempt):
+        sample = messages[0]["content"].split("Explanations in this group:\n- ")[1].split("\n")[0]
+        return json.dumps({"name": "some cause", "description": sample[:150], "keywords": ["k"]})
+
+    tax = discover(make_strategy(cfg(num_modes=3)), explanations, stub_backend_factory(responder))
+    assert tax.notes["degenerate"].get("description:copied_input", 0) >= 1
+    assert any(m.description.startswith("Failures mentioning") for m in tax.modes)
+
+
+def test_malformed_and_truncated_output_are_recorded(data, stub_backend_factory):
+    explanations, _ = data
+    answers = iter(["this is not json {", ('{"name": "glass', "length")] * 50)
+    backend = stub_backend_factory(lambda m, msgs, a: next(answers))
+    tax = discover(make_strategy(cfg(num_modes=4)), explanations, backend)
+    kinds = {e["kind"] for e in tax.notes["errors"]}
+    assert kinds <= {"parse_error", "truncated"} and kinds
+    assert len(tax.modes) == 4
+    assert all(m.named_by == "keywords" and m.name for m in tax.modes)
+    assert tax.notes["retryable"] is False
+
+
+def test_dead_server_keeps_clusters_and_marks_retryable(data, stub_backend_factory):
+    explanations, _ = data
+
+    def dead(method, messages, attempt):
+        raise BackendError("connection refused")
+
+    tax = discover(make_strategy(cfg(num_modes=5)), explanations, stub_backend_factory(dead))
+    assert len(tax.modes) == 5
+    assert tax.notes["retryable"] is True
+    assert {e["kind"] for e in tax.notes["errors"]} == {"backend_error"}
+
+
+def test_no_model_names_makes_no_calls(data, stub_backend_factory):
+    explanations, _ = data
+    backend = stub_backend_factory(lambda *a: pytest.fail("no call expected"))
+    tax = discover(make_strategy(cfg(use_model_names=False, num_modes=3)), explanations, backend)
+    assert len(tax.modes) == 3 and not backend.requests
+
+
+def test_fixed_number_of_modes_survives_merging(data, stub_backend_factory):
+    explanations, _ = data
+    # The same description everywhere would merge every mode; num_modes forbids it.
+    backend = stub_backend_factory(lambda m, msgs, a: json.dumps(
+        {"name": "x y", "description": "Identical description for all.", "keywords": ["k"]}))
+    tax = discover(make_strategy(cfg(num_modes=6, merge_name_similarity=0.0)), explanations, backend)
+    assert len(tax.modes) == 6
+
+
+def test_near_duplicate_modes_merge(data, stub_backend_factory):
+    explanations, _ = data
+    backend = stub_backend_factory(lambda m, msgs, a: json.dumps(
+        {"name": "x y", "description": "Identical description for all.", "keywords": ["k"]}))
+    # Every centroid pair counts as "the same" here: merging stops at min_modes.
+    tax = discover(make_strategy(cfg(min_modes=2, max_modes=6, merge_centroid_similarity=0.0)), explanations, backend)
+    assert len(tax.modes) == 2  # merged down to min_modes
+    assert tax.notes["merged"]
+    assert sum(m.reported_frequency for m in tax.modes) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_tiny_inputs(stub_backend_factory):
+    explanations, _ = make_synthetic_explanations(2, seed=0)
+    backend = stub_backend_factory(lambda m, msgs, a: json.dumps(
+        {"name": "glass cases", "description": "Hits on glass.", "keywords": ["glass"]}))
+    tax = discover(make_strategy(cfg()), explanations, backend)
+    assert 1 <= len(tax.modes) <= 2
+    empty = discover(make_strategy(cfg()), [], backend)
+    assert empty.modes == []
+
+
+def test_ensemble_map_reduce_aggregate(data, stub_backend_factory):
+    explanations, _ = data
+
+    def responder(method, messages, attempt):
+        kind = kind_of(messages)
+        if kind == "rephrase":
+            return json.dumps({"instructions": (
+                "Sort the robot failure notes below into no more than eight groups, one shared root cause per "
+                "group. Groups must hang together, must not overlap, and must cover every note. Name each group "
+                "in a few words after its cause, describe it in one sentence, list keywords and its percent.")})
+        return json.dumps(GOOD_TAXONOMY)
+
+    backend = stub_backend_factory(responder)
+    # A small context forces several map batches per member and reduce calls.
+    strategy = make_strategy(cfg(strategy="ensemble", context_tokens=2048, max_modes=4,
+                                 description_max_chars=80, max_explanations_per_candidate=100))
+    tax = discover(strategy, explanations, backend)
+    kinds = [kind_of(msgs) for _, msgs in backend.requests]
+    assert kinds.count("rephrase") == 3
+    assert kinds.count("map") > 4  # more than one batch per member
+    assert kinds.count("aggregate") >= 5  # a reduce per member + the final aggregation
+    assert [m.name for m in tax.modes] == ["transparent surfaces", "slender obstacles", "low objects"]
+    assert len(tax.candidates) == 4
+    assert [n["source"] for n in tax.notes["ensemble_members"]] == ["seed", "model", "model", "model"]
+    assert sum(m.reported_frequency for m in tax.modes) == pytest.approx(1.0, abs=1e-4)
+    assert tax.notes["decided_by"]["clusters"].startswith("model")
+
+
+def test_ensemble_copied_rephrasing_uses_seed_and_says_so(data, stub_backend_factory):
+    explanations, _ = data
+
+    def responder(method, messages, attempt):
+        text = messages[0]["content"]
+        if kind_of(messages) == "rephrase":
+            return json.dumps({"instructions": text.split("Instructions:\n")[1].split("\n\nAnswer in JSON")[0]})
+        return json.dumps(GOOD_TAXONOMY)
+
+    tax = discover(make_strategy(cfg(strategy="ensemble", num_rephrasings=3)), explanations[:40],
+                   stub_backend_factory(responder))
+    assert [n["source"] for n in tax.notes["ensemble_members"]][1:] == ["seed (rephrasing degenerate)"] * 3
+    assert tax.notes["degenerate"]["rephrasing:copied_input"] == 6  # 3 rephrasings × 2 attempts
+
+
+def test_ensemble_all_failures_fall_back_to_embedding_clusters(data, stub_backend_factory):
+    explanations, _ = data
+
+    def dead(method, messages, attempt):
+        raise BackendError("server gone")
+
+    tax = discover(make_strategy(cfg(strategy="ensemble", num_modes=3)), explanations, stub_backend_factory(dead))
+    assert tax.strategy == "ensemble"
+    assert len(tax.modes) == 3
+    assert "fallback" in tax.notes and tax.notes["retryable"] is True
+    assert all(m.named_by == "keywords" for m in tax.modes)
+
+
+def test_ensemble_degenerate_final_names_fall_back(data, stub_backend_factory):
+    explanations, _ = data
+    bad = {"modes": [
+        {"name": "failure", "description": "Many things.", "keywords": ["a"], "percent": 50},
+        {"name": "failure", "description": "Other things.", "keywords": ["b"], "percent": 50},
+        {"name": explanations[0].failure_reason[:48], "description": "Copied.", "keywords": ["c"], "percent": 10},
+    ]}
+    backend = stub_backend_factory(lambda m, msgs, a: json.dumps(bad) if kind_of(msgs) != "rephrase" else "{}")
+    tax = discover(make_strategy(cfg(strategy="ensemble")), explanations[:30], backend)
+    assert tax.notes["degenerate"].get("name:duplicate", 0) >= 1
+    assert any(m.named_by == "keywords" for m in tax.modes)
+    assert len({m.name for m in tax.modes}) == len(tax.modes)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_check_name_flags():
+    assert check_name("", sources=[], taken=set(), max_words=6) == ["empty"]
+    assert "sentence" in check_name("The robot hit the glass door and stopped there.", sources=[], taken=set(),
+                                    max_words=6)
+    assert "duplicate" in check_name("Glass Door", sources=[], taken={"glass door"}, max_words=6)
+    assert "copied_input" in check_name("hit the glass door hard", sources=["It hit the glass door hard today"],
+                                        taken=set(), max_words=6)
+    assert "repetition" in check_name("glass glass glass glass", sources=[], taken=set(), max_words=6)
+    assert check_name("collision with glass door", sources=["the robot hit a glass door"], taken=set(),
+                      max_words=6) == []
+
+
+def test_check_description_and_rephrasing():
+    assert check_description("x", sources=[]) == ["empty"]
+    src = "the robot drove ahead and hit the glass door because it is see through"
+    assert "copied_input" in check_description(src, sources=[src])
+    seed = "Group the explanations into failure modes that are coherent distinct and complete and name them."
+    assert "copied_input" in check_rephrasing(seed, seed)
+    assert "too_short" in check_rephrasing("Group them.", seed)
+
+
+def test_ctfidf_keywords_separate_classes():
+    texts = ["glass door pane", "glass pane window", "thin pole post", "pole post column"]
+    kw = ctfidf_keywords(texts, [0, 0, 1, 1], top_n=2)
+    assert "glass" in " ".join(kw[0]) and "pole" in " ".join(kw[1]) or "post" in " ".join(kw[1])
+    assert keyword_name(["glass", "pane", "door"], 12, "m") == "glass / pane"
+
+
+def test_group_by_similarity_respects_min_groups():
+    sims = np.array([[1, 0.95, 0.1], [0.95, 1, 0.2], [0.1, 0.2, 1]])
+    assert sorted(map(sorted, group_by_similarity(sims, 0.9))) == [[0, 1], [2]]
+    assert len(group_by_similarity(sims, 0.0, min_groups=2)) == 2
+
+
+def test_prompts_fill_and_seed_split():
+    assert fill('{a} and {"json": 1}', a="x") == 'x and {"json": 1}'
+    with pytest.raises(KeyError):
+        fill("{missing}")
+    instructions, data_section = split_seed("Do this.\nAnd that.\n\nItems:\n{explanations}\nAnswer in JSON.")
+    assert instructions == "Do this.\nAnd that." and data_section.startswith("Items:")
+
+
+def test_config_errors_say_how_to_fix():
+    with pytest.raises(ValueError, match="min_modes"):
+        DiscoveryConfig(min_modes=5, max_modes=3)
+    with pytest.raises(ValueError, match="max_modes"):
+        DiscoveryConfig(num_modes=12, max_modes=10)
+    with pytest.raises(ValueError, match="lower max_modes"):
+        DiscoveryConfig(max_modes=40, context_tokens=1024)
+    with pytest.raises(ValueError):
+        DiscoveryConfig(strategy="magic")
+
+
+def test_without_backend_both_strategies_still_answer(data):
+    explanations, _ = data
+    for strategy in ("cluster-then-name", "ensemble"):
+        tax = discover(make_strategy(cfg(strategy=strategy, num_modes=3)), explanations, None)
+        assert len(tax.modes) == 3 and all(m.named_by == "keywords" for m in tax.modes)
+
+
+def test_unknown_strategy_lists_valid_ones():
+    bad = DiscoveryConfig.model_construct(strategy="magic")
+    with pytest.raises(ValueError, match="cluster-then-name, ensemble"):
+        make_strategy(bad)
+
+
+def test_names_copied_from_the_prompt_are_degenerate():
+    prompt = "Merge them into one taxonomy. Frequent words in this group: {keywords}"
+    assert "copied_prompt" in check_name("Merge", sources=[], taken=set(), max_words=6, prompt=prompt)
+    assert "copied_prompt" in check_name("Frequent words", sources=[], taken=set(), max_words=6, prompt=prompt)
+    assert check_name("glass door", sources=[], taken=set(), max_words=6, prompt=prompt) == []
+
+
+def test_ensemble_collapsed_aggregation_is_merged_by_code(data, stub_backend_factory):
+    explanations, _ = data
+    one = {"modes": [{"name": "all failures here", "description": "Everything.", "keywords": ["x"], "percent": 100}]}
+
+    def responder(method, messages, attempt):
+        kind = kind_of(messages)
+        if kind == "aggregate":
+            return json.dumps(one)
+        if kind == "rephrase":
+            return "{}"
+        return json.dumps(GOOD_TAXONOMY)
+
+    tax = discover(make_strategy(cfg(strategy="ensemble", min_modes=3)), explanations[:40],
+                   stub_backend_factory(responder))
+    assert len(tax.modes) >= 3
+    assert tax.notes["aggregated_by"].startswith("code")
+    assert tax.notes["degenerate"]["aggregate:too_few_modes"] == 1

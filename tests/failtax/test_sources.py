@@ -1,0 +1,147 @@
+"""Episode sources: the four input kinds and how bad input is reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from failtax.config import SourceConfig
+from failtax.sources import Episode, EpisodeReadError, SourceError, detect_kind, make_source
+
+
+def scan(path: Path, **kw) -> tuple[list, list[SourceError]]:
+    items = list(make_source(SourceConfig(path=str(path), **kw)).scan())
+    return [i for i in items if not isinstance(i, SourceError)], [
+        i for i in items if isinstance(i, SourceError)
+    ]
+
+
+def test_episode_format_reads_frames_steps_and_failure(tmp_path, episode_factory):
+    episode_factory(tmp_path, "ep-a", hazard="pole", n_steps=9)
+    [ep], errors = scan(tmp_path)
+    assert errors == []
+    assert isinstance(ep, Episode) and ep.kind == "episodes"
+    assert ep.num_frames == 9 and ep.failure_index == 8
+    assert ep.load_frame(3).shape == (32, 32, 3)
+    assert set(ep.load_channels(3)) == {"depth", "semantic", "instance"}
+    assert ep.step_record(4)["step"] == 4
+    assert ep.frame_png(0).startswith(b"\x89PNG")
+
+
+def test_bad_episodes_are_reported_and_skipped(tmp_path, episode_factory):
+    episode_factory(tmp_path, "good", n_steps=5)
+    no_meta = episode_factory(tmp_path, "no-meta", n_steps=5)
+    (no_meta / "meta.json").unlink()
+    bad_meta = episode_factory(tmp_path, "bad-meta", n_steps=5)
+    (bad_meta / "meta.json").write_text("{not json")
+    zero = episode_factory(tmp_path, "zero-steps", n_steps=5)
+    (zero / "steps.jsonl").write_text("")
+    no_frames = episode_factory(tmp_path, "no-frames", n_steps=5)
+    for f in (no_frames / "frames").iterdir():
+        f.unlink()
+    episode_factory(tmp_path, "half.tmp", n_steps=5)
+    episode_factory(tmp_path, "won", n_steps=5, outcome="success")
+
+    episodes, errors = scan(tmp_path)
+    assert [e.episode_id for e in episodes] == ["good"]
+    kinds = {e.episode_id: e.kind for e in errors}
+    assert kinds == {
+        "bad-meta": "bad_meta",
+        "half": "incomplete",
+        "no-frames": "no_frames",
+        "no-meta": "missing_meta",
+        "won": "skipped_outcome",
+        "zero-steps": "zero_steps",
+    }
+    assert all(e.to_record()["message"] for e in errors)
+
+
+def test_corrupt_frame_raises_typed_error(tmp_path, episode_factory):
+    folder = episode_factory(tmp_path, "ep", n_steps=4)
+    (folder / "frames" / "000002.png").write_bytes(b"not a png")
+    (folder / "channels" / "000001.npz").write_bytes(b"garbage")
+    [ep], _ = scan(tmp_path)
+    with pytest.raises(EpisodeReadError) as err:
+        ep.load_frame(2)
+    assert err.value.kind == "unreadable_frame"
+    with pytest.raises(EpisodeReadError) as err:
+        ep.load_channels(1)
+    assert err.value.kind == "unreadable_channels"
+
+
+def test_image_folders_put_failure_at_last_image(tmp_path):
+    for name, n in (("traj-1", 4), ("traj-2", 2)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(
+                tmp_path / name / f"{i:03d}.jpg"
+            )
+    (tmp_path / "empty").mkdir()
+    episodes, errors = scan(tmp_path)
+    assert detect_kind(tmp_path) == "image_folders"
+    assert [(e.episode_id, e.num_frames, e.failure_index) for e in episodes] == [
+        ("traj-1", 4, 3),
+        ("traj-2", 2, 1),
+    ]
+    assert [(e.episode_id, e.kind) for e in errors] == [("empty", "no_frames")]
+    assert episodes[0].load_frame(3)[0, 0, 0] > 100
+
+
+def test_video_files_decode_and_corrupt_ones_are_reported(tmp_path):
+    import av
+
+    path = tmp_path / "run-7.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((32, 32, 3), i * 12, np.uint8), format="rgb24"
+            )
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    episodes, errors = scan(tmp_path, video_sample_fps_hz=5.0)
+    assert detect_kind(tmp_path) == "video"
+    [ep] = episodes
+    assert ep.episode_id == "run-7" and 9 <= ep.num_frames <= 11  # 2 s at 5 fps
+    assert ep.failure_index == ep.num_frames - 1
+    assert ep.load_frame(ep.failure_index).mean() > ep.load_frame(0).mean()
+    assert [(e.episode_id, e.kind) for e in errors] == [("broken", "unreadable_video")]
+
+
+def test_given_explanations_csv_and_jsonl(tmp_path):
+    csv_path = tmp_path / "x.csv"
+    csv_path.write_text(
+        "episode_id,failure_reason,trajectory\ne1,hit a glass door,drove ahead\ne2,,\n"
+    )
+    items = list(make_source(SourceConfig(path=str(csv_path))).scan())
+    assert (
+        items[0].episode_id == "e1"
+        and items[0].input_mode == "given"
+        and items[0].trajectory == "drove ahead"
+    )
+    assert isinstance(items[1], SourceError) and items[1].kind == "bad_row"
+
+    jl = tmp_path / "x.jsonl"
+    jl.write_text(json.dumps({"episode_id": "e3", "failure_reason": "pole"}) + "\n[1]\n")
+    items = list(make_source(SourceConfig(path=str(jl))).scan())
+    assert items[0].failure_reason == "pole" and items[0].trajectory == ""
+    assert isinstance(items[1], SourceError)
+
+
+def test_unknown_kind_and_missing_path_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="valid: auto, episodes"):
+        make_source(SourceConfig(kind="rosbag", path=str(tmp_path)))
+    with pytest.raises(ValueError, match="does not exist"):
+        make_source(SourceConfig(path=str(tmp_path / "nope")))
+
+
+def test_a_single_episode_folder_is_one_episode(tmp_path, episode_factory):
+    folder = episode_factory(tmp_path, "only", n_steps=4)
+    [ep], errors = scan(folder)
+    assert ep.episode_id == "only" and errors == []
