@@ -4,5 +4,7 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not server"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Server tests must run here, not be skipped: a missing server env is a failure.
+export FAILTAX_REQUIRE_SERVER=${FAILTAX_REQUIRE_SERVER:-1}
 bash scripts/setup.sh --with-server
 exec .venv/bin/python -m pytest "$@"
