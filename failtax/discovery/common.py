@@ -242,7 +242,7 @@ def check_name(
         return ["empty"]
     if norm in GENERIC_NAMES:
         flags.append("generic")
-    if prompt and len(toks) <= 3 and f" {norm} " in f" {normalise_name(prompt)} ":
+    if prompt and len(toks) <= 6 and f" {norm} " in f" {normalise_name(prompt)} ":
         flags.append("copied_prompt")
     stripped = name.strip()
     if len(toks) > max_words or (stripped.endswith(".") and len(toks) > 2) or stripped.count(",") >= 2:

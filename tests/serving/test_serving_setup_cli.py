@@ -15,7 +15,9 @@ SCRIPT = ROOT / "scripts" / "setup_server_env.sh"
 
 
 def _run_setup(tmp_path, *args, **env):
-    full_env = {k: v for k, v in os.environ.items() if k != "FAILTAX_SERVER_PYTHON"}
+    # The caller's server settings (CI sets FAILTAX_REQUIRE_SERVER=1) must not leak in.
+    inherited = {"FAILTAX_SERVER_PYTHON", "FAILTAX_REQUIRE_SERVER"}
+    full_env = {k: v for k, v in os.environ.items() if k not in inherited}
     full_env.update(
         {"FAILTAX_HOME": str(tmp_path), "FAILTAX_SERVER_BASE_PYTHON": "/bin/false", **env}
     )
