@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from failtax.discovery.common import (
     CallLog,
+    StrategyBase,
     call_json,
     check_description,
     check_name,
@@ -46,7 +47,6 @@ from failtax.discovery.common import (
     rounded,
 )
 from failtax.discovery.config import DiscoveryConfig
-from failtax.embedding import TextEmbedder, make_text_embedder
 from failtax.types import Explanation, Mode, Taxonomy
 from failtax_common import derive_seed
 from serving.protocol import LLMBackend
@@ -126,21 +126,10 @@ def _fit(x: np.ndarray, k: int, cfg: DiscoveryConfig) -> np.ndarray:
     return np.argmax(x @ centroids.T, axis=1).astype(int)
 
 
-class ClusterThenName:
+class ClusterThenName(StrategyBase):
     """Discovery strategy: embed → cluster → the model names each cluster."""
 
     name = "cluster-then-name"
-
-    def __init__(self, cfg: DiscoveryConfig, embedder: TextEmbedder | None = None) -> None:
-        self.cfg = cfg
-        self._embedder = embedder
-        self.call_log = CallLog()
-
-    @property
-    def embedder(self) -> TextEmbedder:
-        if self._embedder is None:
-            self._embedder = make_text_embedder(self.cfg.embedding)
-        return self._embedder
 
     async def discover(self, explanations: list[Explanation], backend: LLMBackend | None) -> Taxonomy:
         """Build a taxonomy of `explanations`.

@@ -402,3 +402,23 @@ def mode_text(mode: Mode) -> str:
 
 def rounded(vec: np.ndarray, digits: int = 5) -> list[float]:
     return [round(float(x), digits) for x in vec]
+
+
+class StrategyBase:
+    """What both discovery strategies hold: their config, a lazily built text
+    embedder (MiniLM unless one is injected) and the log of their model calls."""
+
+    name = ""
+
+    def __init__(self, cfg: Any, embedder: Any = None) -> None:
+        self.cfg = cfg
+        self._embedder = embedder
+        self.call_log = CallLog()
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from failtax.embedding import make_text_embedder
+
+            self._embedder = make_text_embedder(self.cfg.embedding)
+        return self._embedder

@@ -35,6 +35,7 @@ from failtax.degenerate import copied_share, is_repetitive, words
 from failtax.discovery.cluster_name import ClusterThenName
 from failtax.discovery.common import (
     CallLog,
+    StrategyBase,
     call_json,
     check_description,
     check_name,
@@ -53,7 +54,6 @@ from failtax.discovery.common import (
     taxonomy_schema,
 )
 from failtax.discovery.config import DiscoveryConfig
-from failtax.embedding import TextEmbedder, make_text_embedder
 from failtax.types import Explanation, Mode, Taxonomy
 from failtax_common import derive_seed
 from serving.protocol import LLMBackend
@@ -86,21 +86,10 @@ def check_rephrasing(text: str, seed_instructions: str) -> list[str]:
     return flags
 
 
-class Ensemble:
+class Ensemble(StrategyBase):
     """Discovery strategy: prompt ensemble → candidate taxonomies → aggregation."""
 
     name = "ensemble"
-
-    def __init__(self, cfg: DiscoveryConfig, embedder: TextEmbedder | None = None) -> None:
-        self.cfg = cfg
-        self._embedder = embedder
-        self.call_log = CallLog()
-
-    @property
-    def embedder(self) -> TextEmbedder:
-        if self._embedder is None:
-            self._embedder = make_text_embedder(self.cfg.embedding)
-        return self._embedder
 
     # ------------------------------------------------------------------ budget
 
