@@ -118,6 +118,31 @@ def evaluate(config, sets, checkpoint, out, family, rollouts, eval_set, workers)
     click.echo(f"summary: {Path(out) / 'summary.json'}")
 
 
+@nav.command()
+@_common
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Evaluation folder.")
+@click.option("--family", default=None, help="office_a (in-distribution) or office_b (held out).")
+@click.option("--rollouts", type=int, default=None)
+@click.option("--eval-set", "eval_set", type=int, default=None, help="Which fixed evaluation set.")
+@click.option("--workers", type=int, default=None)
+def baseline(config, sets, out, family, rollouts, eval_set, workers) -> None:
+    """Failure rate of a camera-blind route follower on the same fixed set.
+
+    It steers at the floor-plan route point and never looks, so it hits every
+    piece of clutter the floor plan leaves out: the bar a camera policy must
+    clear, and a measure of what the camera adds.
+    """
+    from nav_policy.evaluate import format_summary, run_evaluation
+
+    cfg = _load(config, sets, {"evaluate.family": family, "evaluate.num_rollouts": rollouts,
+                               "evaluate.eval_set_seed": eval_set,
+                               "evaluate.num_workers": workers})
+    s = run_evaluation(cfg, {"kind": "route_pursuit", "config": cfg.model_dump(mode="json")},
+                       out)
+    click.echo(format_summary(s))
+    click.echo(f"summary: {Path(out) / 'summary.json'}")
+
+
 @nav.command("expert-check")
 @_common
 @click.option("--out", required=True, type=click.Path(file_okay=False))

@@ -117,6 +117,9 @@ def _targeted_reset_options(cfg: NavConfig, ws: dict[str, Any], ep_seed: int) ->
     sim_cfg = ws["sim_config"]
     rng = derive_rng(ep_seed, "region")
     c = cfg.collect
+    path_m = c.targeted_path_m or (sim_cfg.episode.min_start_goal_path_m,
+                                   sim_cfg.episode.max_start_goal_path_m)
+    facing = bool(rng.random() < c.facing_share)
     for attempt in range(6):
         r = regions[pick_region(regions, rng)]
         family = r.family or c.family
@@ -128,17 +131,22 @@ def _targeted_reset_options(cfg: NavConfig, ws: dict[str, Any], ep_seed: int) ->
         if not targets:
             continue
         try:
-            pairs = q.sample_pairs_near(
-                targets, 1, seed=derive_seed(ep_seed, "pair", attempt),
-                radius_m=r.radius_m or c.region_radius_m,
-                min_path_m=sim_cfg.episode.min_start_goal_path_m,
-                max_path_m=sim_cfg.episode.max_start_goal_path_m)
+            if facing:
+                pairs = q.sample_starts_facing(
+                    targets, 1, seed=derive_seed(ep_seed, "pair", attempt),
+                    min_path_m=path_m[0], max_path_m=path_m[1])
+            else:
+                pairs = q.sample_pairs_near(
+                    targets, 1, seed=derive_seed(ep_seed, "pair", attempt),
+                    radius_m=r.radius_m or c.region_radius_m,
+                    min_path_m=path_m[0], max_path_m=path_m[1])
         except ValueError:
             continue
         if pairs:
             opts = {"family": family, "building_seed": int(bseed), **pairs[0].reset_options()}
             return opts, {"region_id": r.region_id, "target": pairs[0].target,
-                          "closest_approach_m": pairs[0].closest_approach_m}
+                          "closest_approach_m": pairs[0].closest_approach_m,
+                          "start": "facing" if facing else "pass_near"}
     # Region unreachable in the buildings tried: count it and fall back to a uniform pair.
     return {"family": c.family}, {"region_id": None, "target_miss": True}
 
@@ -156,7 +164,8 @@ def _run_episode(cfg: NavConfig, ws: dict[str, Any], ep_seed: int, options: dict
     expert.reset(env.world, env.goal_xy)
     mix_rng = derive_rng(ep_seed, "dagger")
     noise_std = np.asarray(c.action_noise_std, float)
-    rows: dict[str, list] = {k: [] for k in ("image", "velocity", "goal", "action", "pose")}
+    rows: dict[str, list] = {k: [] for k in ("image", "velocity", "goal", "route", "action",
+                                             "pose")}
     controllers: Counter = Counter()
     solve_ms: list[float] = []
     max_steps = c.max_episode_steps or 10**9
@@ -169,6 +178,7 @@ def _run_episode(cfg: NavConfig, ws: dict[str, Any], ep_seed: int, options: dict
         rows["image"].append(obs["image"])
         rows["velocity"].append(obs["velocity"])
         rows["goal"].append(obs["goal"])
+        rows["route"].append(obs["route"])
         rows["action"].append(step.action.astype(np.float32))
         rows["pose"].append(state[:3].astype(np.float32))
         executed = step.action
@@ -197,7 +207,8 @@ def collect_shard(cfg_json: dict, index: int, fingerprint: str) -> Shard:
     cfg = NavConfig.model_validate(cfg_json)
     ws = _worker_state(cfg)
     c = cfg.collect
-    arrays: dict[str, list] = {k: [] for k in ("image", "velocity", "goal", "action", "pose")}
+    arrays: dict[str, list] = {k: [] for k in ("image", "velocity", "goal", "route", "action",
+                                               "pose")}
     episode_ids: list[np.ndarray] = []
     steps: list[np.ndarray] = []
     episodes: list[dict] = []

@@ -25,7 +25,7 @@ EVAL_SEED_OFFSET = 1 << 40
 class SimRefConfig(StrictModel):
     """Which simulator configuration the policy lives in."""
 
-    config_path: str | None = "configs/sim/default.yaml"  # sim YAML (None: sim defaults)
+    config_path: str | None = "configs/sim/nav.yaml"  # sim YAML (None: sim defaults)
     # Dotted-key overrides applied on top, e.g. {"episode.time_limit_s": 40}.
     overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -77,6 +77,10 @@ class ModelConfig(StrictModel):
     # next turn rate is nearly the current one; the same holds for speed), so by
     # default none: the command is absolute and needs no ego state.
     ego_inputs: Literal["speed_turn", "speed", "none"] = "none"
+    # Where the net is told to go: "route", the sim's floor-plan route point a
+    # little ahead (the robot knows the architecture, not the clutter), or
+    # "goal", the final goal only (the net must find doorways by itself).
+    target_input: Literal["route", "goal"] = "route"
     dropout: float = Field(0.0, ge=0, lt=1)  # dropout before the output layer
 
 
@@ -91,6 +95,14 @@ class CollectConfig(StrictModel):
     num_workers: int = Field(2, ge=1)  # worker processes
     regions_path: str | None = None  # regions.json for the targeted arm
     region_radius_m: float = Field(1.0, gt=0)  # pass-near distance to a region's objects/points
+    # targeted: path-length range [min, max] (m) of its start/goal pairs; None: the sim's
+    # episode range. Short pairs spend the budget around the region instead of the whole
+    # way from a distant start to a distant goal.
+    targeted_path_m: tuple[float, float] | None = None
+    # targeted: share of episodes that start 0.8-2 m from the region's objects, facing them
+    # (sim MapQuery.sample_starts_facing): the approach a failing policy takes, and the
+    # expert's recovery from it, which pass-near paths never show
+    facing_share: float = Field(0.0, ge=0, le=1)
     start_noise_yaw_rad: float = Field(0.0, ge=0)  # extra heading noise at the start (augmentation)
     # Noise added to the executed action while the label stays the expert's
     # (DART-style), so the data shows how to recover from small drifts.
@@ -142,6 +154,10 @@ class NavConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> NavConfig:
+        tp = self.collect.targeted_path_m
+        if tp is not None and not 0 < tp[0] < tp[1]:
+            raise ValueError(f"collect.targeted_path_m {list(tp)}: give [min, max] with "
+                             "0 < min < max")
         if self.collect.arm == "targeted" and not self.collect.regions_path:
             raise ValueError("collect.arm 'targeted' needs collect.regions_path (a regions.json)")
         if self.expert.mpc.fallback == self.expert.mpc.solver:
@@ -160,7 +176,11 @@ def load_nav_config(
 
 
 def load_sim_for(cfg: NavConfig):
-    """The SimConfig a NavConfig refers to (imports sim lazily)."""
+    """The SimConfig a NavConfig refers to (imports sim lazily).
+
+    The `route` observation is switched on unless the overrides say otherwise:
+    policies with `model.target_input: route` read it, datasets record it.
+    """
     from sim.config import load_sim_config
 
     path = cfg.sim.config_path
@@ -169,4 +189,4 @@ def load_sim_for(cfg: NavConfig):
         here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
         if os.path.exists(here):
             path = here
-    return load_sim_config(path, cfg.sim.overrides)
+    return load_sim_config(path, {"observation.route": "obs", **cfg.sim.overrides})

@@ -16,7 +16,8 @@ workers. The dataset is the shortest prefix of shards that reaches the budget;
 the last one is cut so every arm holds exactly `budget_samples` samples.
 
 Arrays of a shard (N samples): `image` (N, H, W, 3) uint8, `velocity` (N, 2)
-[v, w], `goal` (N, 2) goal in the robot frame, `action` (N, 2) the expert's
+[v, w], `goal` (N, 2) goal in the robot frame, `route` (N, 2) the sim's
+floor-plan route point in the robot frame, `action` (N, 2) the expert's
 [accel, turn rate], `command` (N, 2) the [speed, turn rate] that action
 realises, `pose` (N, 3), `episode` (N,) episode index within the shard,
 `step` (N,), and `meta_json` (episode records as a JSON string).
@@ -38,11 +39,12 @@ import numpy as np
 
 from failtax_common import atomic_write_bytes, atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `route` array
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 _SHARD_RE = re.compile(r"^shard-(\d{6})\.npz$")
-ARRAY_KEYS = ("image", "velocity", "goal", "action", "command", "pose", "episode", "step")
+ARRAY_KEYS = ("image", "velocity", "goal", "route", "action", "command", "pose", "episode",
+              "step")
 
 
 @dataclass
@@ -167,7 +169,7 @@ class NavData:
     """Samples of one or more datasets, concatenated in memory.
 
     Attributes:
-        image, velocity, goal, command, action: per-sample arrays.
+        image, velocity, goal, route, command, action: per-sample arrays.
         group: (N,) int64 episode key, unique across shards and datasets (for
             episode-level validation splits).
         sources: the dataset folders, in order.
@@ -176,6 +178,7 @@ class NavData:
     image: np.ndarray
     velocity: np.ndarray
     goal: np.ndarray
+    route: np.ndarray
     command: np.ndarray
     action: np.ndarray
     group: np.ndarray
@@ -192,8 +195,8 @@ def load_datasets(roots: list[str | os.PathLike]) -> NavData:
     """
     if not roots:
         raise ValueError("no dataset folders given")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "velocity", "goal", "command",
-                                                          "action", "group")}
+    keys = ("image", "velocity", "goal", "route", "command", "action")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "group")}
     group_base = 0
     for root in roots:
         m = read_manifest(root)
@@ -205,10 +208,9 @@ def load_datasets(roots: list[str | os.PathLike]) -> NavData:
         for entry in m["shards"]:
             sh = read_shard(Path(root) / entry["file"])
             n = int(entry["use_samples"])
-            for k in ("image", "velocity", "goal", "command", "action"):
+            for k in keys:
                 parts[k].append(sh.arrays[k][:n])
             parts["group"].append(sh.arrays["episode"][:n].astype(np.int64) + group_base)
             group_base += int(sh.arrays["episode"].max(initial=0)) + 1
-    return NavData(*(np.concatenate(parts[k]) for k in ("image", "velocity", "goal", "command",
-                                                         "action", "group")),
+    return NavData(*(np.concatenate(parts[k]) for k in (*keys, "group")),
                    sources=[str(r) for r in roots])

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -105,12 +106,39 @@ class ExpertController(Controller):
                 "controllers": {k: v for k, v in counts.items() if v}}
 
 
+class RoutePursuitController(Controller):
+    """Camera-blind baseline: steers at the floor-plan route point, never looks.
+
+    What the camera policy must beat: its failures are the clutter the floor
+    plan leaves out (`failtax nav baseline`).
+    """
+
+    name = "route-pursuit"
+
+    def __init__(self, cfg: NavConfig) -> None:
+        from nav_policy.model import RobotLimits
+
+        self.limits = RobotLimits.from_sim(load_sim_for(cfg))
+        self.speed = cfg.expert.cruise_speed_mps
+
+    def act(self, obs: dict, env) -> np.ndarray:
+        from nav_policy.model import command_to_action, target_of
+
+        fwd, left = (float(v) for v in target_of(obs, "route"))
+        bearing = math.atan2(left, fwd)
+        command = np.array([self.speed * max(0.0, math.cos(bearing)), 2.0 * bearing])
+        return command_to_action(obs["velocity"], command, self.limits)
+
+
 def _make_controller(spec: dict) -> Controller:
     if spec["kind"] == "policy":
         return PolicyController(spec["checkpoint"], spec.get("device", "cpu"))
     if spec["kind"] == "expert":
         return ExpertController(NavConfig.model_validate(spec["config"]))
-    raise ValueError(f"unknown controller kind {spec['kind']!r}; valid: policy, expert")
+    if spec["kind"] == "route_pursuit":
+        return RoutePursuitController(NavConfig.model_validate(spec["config"]))
+    raise ValueError(f"unknown controller kind {spec['kind']!r}; valid: policy, expert, "
+                     "route_pursuit")
 
 
 # ---------------------------------------------------------------------- rollouts

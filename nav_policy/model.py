@@ -194,7 +194,9 @@ def load_checkpoint(path, device: torch.device | str = "cpu") -> tuple[NavPolicy
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise ValueError(f"{path} is not a nav policy checkpoint (no state_dict)")
-    net = NavPolicyNet(ModelConfig.model_validate(blob["model_config"]), tuple(blob["image_hw"]),
+    # Checkpoints from before `target_input` existed steered by the goal.
+    model_cfg = {"target_input": "goal", **blob["model_config"]}
+    net = NavPolicyNet(ModelConfig.model_validate(model_cfg), tuple(blob["image_hw"]),
                        RobotLimits(**blob["limits"]))
     net.load_state_dict(blob["state_dict"])
     net.to(device)
@@ -216,9 +218,12 @@ class PolicyRunner:
         self.limits = net.limits
 
     @torch.no_grad()
-    def act_batch(self, images: np.ndarray, velocity: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3), (B, 2), (B, 2) -> (B, 2) actions [accel, turn rate]."""
-        feats = vector_features(velocity, goal, self.limits, self.net.config.goal_range_m,
+    def act_batch(self, images: np.ndarray, velocity: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3), (B, 2), (B, 2) -> (B, 2) actions [accel, turn rate].
+
+        `target` is the observation named by the net's `target_input` (see `target_of`).
+        """
+        feats = vector_features(velocity, target, self.limits, self.net.config.goal_range_m,
                                 self.net.config.ego_inputs)
         out = self.net(images_to_tensor(images, self.device),
                        torch.from_numpy(feats).to(self.device)).cpu().numpy()
@@ -226,5 +231,14 @@ class PolicyRunner:
 
     def act(self, obs: dict) -> np.ndarray:
         """One env observation dict -> (2,) action."""
-        return self.act_batch(obs["image"][None], obs["velocity"][None], obs["goal"][None])[0]
+        return self.act_batch(obs["image"][None], obs["velocity"][None],
+                              target_of(obs, self.net.config.target_input)[None])[0]
+
+
+def target_of(obs: dict, target_input: str) -> np.ndarray:
+    """The observation array a net with this `target_input` steers towards."""
+    if target_input not in obs:
+        raise KeyError(f"the policy steers by {target_input!r} but the observation has only "
+                       f"{sorted(obs)}; set the sim's observation.route: obs")
+    return obs[target_input]
 

@@ -88,7 +88,8 @@ def _split_groups(groups: np.ndarray, val_fraction: float,
 def _tensors(data: NavData, limits: RobotLimits, model_cfg: ModelConfig,
              device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(data.image).to(device)  # uint8, converted per batch
-    vec = torch.from_numpy(vector_features(data.velocity, data.goal, limits,
+    target = data.route if model_cfg.target_input == "route" else data.goal
+    vec = torch.from_numpy(vector_features(data.velocity, target, limits,
                                            model_cfg.goal_range_m, model_cfg.ego_inputs)).to(device)
     tgt = torch.from_numpy(command_targets(data.command, limits)).to(device)
     return images, vec, tgt

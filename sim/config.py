@@ -100,6 +100,12 @@ class ObservationConfig(StrictModel):
     depth: Literal["off", "info", "obs"] = "off"  # depth (m) along the forward axis
     semantic: Literal["off", "info", "obs"] = "off"  # per-pixel semantic class id
     instance: Literal["off", "info", "obs"] = "off"  # per-pixel object id (0 = none)
+    # "obs": add `route`, a point about route_lookahead_m ahead on the shortest route to the
+    # goal over the building's floor plan (walls, partitions, pillars, doorways; no furniture,
+    # poles, boxes, chairs or door leaves), in the robot frame: what a route planner with an
+    # architectural map tells the robot. The clutter it leaves out is for the camera to see.
+    route: Literal["off", "obs"] = "off"
+    route_lookahead_m: float = Field(1.5, gt=0, le=10)  # how far ahead the route point sits
 
 
 class SimConfig(StrictModel):

@@ -4,6 +4,9 @@ Observation (Dict):
     image     (H, W, 3) uint8 front camera.
     velocity  (2,) float32 [v_mps, w_radps].
     goal      (2,) float32 goal in the robot frame [forward_m, left_m].
+    route     (2,) float32, when observation.route is "obs": a point about
+              route_lookahead_m ahead on the floor-plan route to the goal, in
+              the robot frame (see World.route_planner).
     depth / semantic / instance   optional, see ObservationConfig.
 Action (Box(2,)): [linear acceleration m/s², turn rate rad/s], clipped to limits.
 Episode end: collision -> terminated (failure); goal within tolerance ->
@@ -21,6 +24,7 @@ is a batch of one, the vector env in sim.vector a batch of many.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -43,6 +47,8 @@ from sim.world import SEMANTIC_CLASSES, Building, generate_building
 
 RESET_OPTIONS = ("family", "building_seed", "building", "start_xy", "start_yaw", "goal_xy")
 PLANNER_MARGIN_M = 0.03  # extra clearance the grid planner keeps beyond the body radius
+# Object classes on the floor plan the `route` observation is planned over.
+FLOORPLAN_CLASSES = ("wall", "plain_wall", "glass_partition", "pillar")
 
 
 @dataclass
@@ -56,6 +62,7 @@ class World:
         planner: grid shortest-path planner at robot radius + margin.
         checker: collision checker for the robot's radius and height.
         raycaster: renderer for the camera.
+        robot_radius_m: body radius the planners inflate by.
     """
 
     building: Building
@@ -64,6 +71,27 @@ class World:
     planner: GridPlanner
     checker: CollisionChecker
     raycaster: Raycaster
+    robot_radius_m: float = 0.2
+    _route_planner: GridPlanner | None = None
+
+    @property
+    def route_planner(self) -> GridPlanner:
+        """Planner over the floor plan only (built on first use).
+
+        The floor plan holds what an architectural drawing shows: walls,
+        glass partitions and pillars, with their doorways. Furniture, poles,
+        boxes, bins, chairs and open door leaves are left out, so a route
+        through it can run into clutter that only the camera shows.
+        """
+        if self._route_planner is None:
+            plan = dataclasses.replace(self.building, objects=[
+                o for o in self.building.objects if o.object_class in FLOORPLAN_CLASSES])
+            grid = OccupancyGrid.from_building(plan, self.grid.resolution_m,
+                                               self.grid.body_height_m)
+            self._route_planner = GridPlanner(
+                grid, self.robot_radius_m + PLANNER_MARGIN_M,
+                preferred_clearance_m=self.planner.preferred_clearance_m)
+        return self._route_planner
 
 
 _WORLD_CACHE: OrderedDict[str, World] = OrderedDict()
@@ -102,7 +130,7 @@ def world_from_building(building: Building, config: SimConfig) -> World:
     planner = GridPlanner(grid, config.robot.radius_m + PLANNER_MARGIN_M,
                           preferred_clearance_m=max(0.6, config.robot.radius_m + 0.2))
     return World(building, geom, grid, planner, CollisionChecker(geom, building, config.robot),
-                 Raycaster(geom, building, config.camera))
+                 Raycaster(geom, building, config.camera), config.robot.radius_m)
 
 
 def _world_for_building(building: Building, config: SimConfig) -> World:
@@ -144,6 +172,9 @@ class NavBatch:
         self.last_action = np.zeros((num_robots, 2))
         self.collision: list[Collision | None] = [None] * num_robots
         self.outcome: list[str | None] = [None] * num_robots
+        # Per robot: (H*W, 2) world point about route_lookahead_m ahead of each floor-plan
+        # cell on its route to the goal (NaN where the cell has no route).
+        self._route_ahead: list[np.ndarray | None] = [None] * num_robots
 
     # ------------------------------------------------------------------ reset
     def reset_robot(self, i: int, rng: np.random.Generator, options: dict | None = None) -> None:
@@ -182,6 +213,9 @@ class NavBatch:
         self.goal[i] = goal
         self.cost_to_go[i] = ctg
         self._ctg_filled[i] = _fill_from_nearest(ctg)
+        if cfg.observation.route == "obs":
+            self._route_ahead[i] = _route_lookahead(world.route_planner, goal,
+                                                    cfg.observation.route_lookahead_m)
         self.prev_ctg[i] = self._ctg_at(i)
         self.steps[i] = 0
         self.last_action[i] = 0
@@ -283,7 +317,27 @@ class NavBatch:
                     out[k][idx] = getattr(r, k)
         out["velocity"] = self.state[:, 3:5].astype(np.float32)
         out["goal"] = goal_in_robot_frame(self.state, self.goal).astype(np.float32)
+        if self.config.observation.route == "obs":
+            out["route"] = goal_in_robot_frame(self.state, self._route_points()).astype(np.float32)
         return out
+
+    def _route_points(self) -> np.ndarray:
+        """(B, 2) world route point of each robot (its goal where no route is known)."""
+        pts = self.goal.copy()
+        for i, world in enumerate(self.worlds):
+            table = self._route_ahead[i]
+            if world is None or table is None:
+                continue
+            planner = world.route_planner
+            cell = world.grid.world_to_cell(*self.state[i, :2])
+            if not planner.free[cell]:
+                cell = planner.snap(tuple(self.state[i, :2]))
+            if cell is None:
+                continue
+            p = table[planner._flat(cell)]
+            if np.isfinite(p[0]):
+                pts[i] = p
+        return pts
 
     def info(self, i: int) -> dict[str, Any]:
         """Per-robot info dict (JSON-friendly values)."""
@@ -301,6 +355,42 @@ class NavBatch:
             "outcome": self.outcome[i],
             "collision": self.collision[i].to_dict() if self.collision[i] else None,
         }
+
+
+def _route_lookahead(planner: GridPlanner, goal: np.ndarray, lookahead_m: float) -> np.ndarray:
+    """(H*W, 2) for every cell, the point `lookahead_m` of route ahead towards `goal`.
+
+    One Dijkstra from the goal gives each cell its next cell towards the goal;
+    following those pointers until the accumulated length reaches the
+    lookahead (vectorised over all cells) gives the point. Cells within the
+    lookahead of the goal get the goal itself; unreachable cells get NaN.
+    """
+    grid = planner.grid
+    n = planner.free.size
+    try:
+        cost, pred = planner.cost_from(tuple(goal))
+    except ValueError:  # goal off the floor plan's free space: no route
+        return np.full((n, 2), np.nan)
+    reach = np.isfinite(cost.ravel())
+    nxt = np.where(pred >= 0, pred, np.arange(n))
+    iy, ix = np.divmod(np.arange(n), planner.free.shape[1])
+    xs, ys = grid.cell_to_world(iy, ix)
+    cells_xy = np.stack([xs, ys], axis=1)
+    at = np.arange(n)
+    travelled = np.zeros(n)
+    for _ in range(int(np.ceil(lookahead_m / grid.resolution_m)) + 1):
+        move = travelled < lookahead_m
+        if not move.any():
+            break
+        to = np.where(move, nxt[at], at)
+        travelled += np.linalg.norm(cells_xy[to] - cells_xy[at], axis=1)
+        at = to
+    out = cells_xy[at].copy()
+    goal_cell = planner.snap(tuple(goal))
+    if goal_cell is not None:
+        out[at == planner._flat(goal_cell)] = goal
+    out[~reach] = np.nan
+    return out
 
 
 def _fill_from_nearest(field: np.ndarray) -> np.ndarray:
@@ -399,6 +489,8 @@ def _observation_space(config: SimConfig, batch: tuple[int, ...] = ()) -> spaces
             dtype=np.float32),
         "goal": spaces.Box(-200.0, 200.0, (*batch, 2), np.float32),
     }
+    if ob.route == "obs":
+        d["route"] = spaces.Box(-200.0, 200.0, (*batch, 2), np.float32)
     if ob.depth == "obs":
         d["depth"] = spaces.Box(0.0, np.inf, hw, np.float32)
     if ob.semantic == "obs":
@@ -484,7 +576,7 @@ class IndoorNavEnv(gym.Env):
     def _observe(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raw = self._batch.observe()
         ob = self.config.observation
-        obs = {"image": raw["image"][0], "velocity": raw["velocity"][0], "goal": raw["goal"][0]}
+        obs = {k: raw[k][0] for k in ("image", "velocity", "goal", "route") if k in raw}
         info = self._batch.info(0)
         for k in ("depth", "semantic", "instance"):
             mode = getattr(ob, k)

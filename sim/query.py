@@ -218,8 +218,7 @@ class MapQuery:
             raise ValueError(
                 f"no free cell within {radius_m} m of the targets in {self.building.building_id};"
                 " raise radius_m or pick other targets")
-        label = ",".join(f"object:{t}" if not isinstance(t, Region) else f"region:{t.label}"
-                         for t in targets)
+        label = _target_label(targets)
         pairs: list[StartGoalPair] = []
         tries = max_tries if max_tries is not None else 8 * n + 20
         tol = 2 * grid.resolution_m
@@ -257,6 +256,81 @@ class MapQuery:
                 (float(start[0]), float(start[1])), (float(goal[0]), float(goal[1])),
                 _heading(path.points_xy), path.points_xy, path.length_m, approach, label))
         return pairs
+
+
+    def sample_starts_facing(
+        self,
+        targets: Sequence[int | Region],
+        n: int,
+        *,
+        seed: int,
+        distance_m: tuple[float, float] = (0.8, 2.0),
+        yaw_noise_rad: float = 0.35,
+        min_path_m: float = 2.0,
+        max_path_m: float = 6.0,
+        max_tries: int | None = None,
+    ) -> list[StartGoalPair]:
+        """Starts a short way from a target and facing it, with a goal elsewhere.
+
+        The robot must notice the target and turn away: the approach a failing
+        policy took, and the recovery an expert shows from it.
+
+        Args:
+            targets: object ids and/or Regions.
+            n: number of pairs wanted.
+            seed: sampling seed (same seed → same pairs).
+            distance_m: [min, max] distance from the start to the target.
+            yaw_noise_rad: std of the heading around "straight at the target".
+            min_path_m, max_path_m: path length range from the start to the goal.
+            max_tries: attempts before giving up (default 8 * n + 20).
+
+        Returns:
+            Up to n pairs; `closest_approach_m` is the start's distance to the target.
+
+        Raises:
+            ValueError: when no free start cell lies at that distance from any target.
+        """
+        planner, grid = self.world.planner, self.world.grid
+        rng = derive_rng(seed, self.building.building_id, "starts_facing",
+                         sorted(str(t) for t in targets), distance_m)
+        tdist = self.target_distance(targets)
+        endpoints = grid.free_mask(self.start_clearance_m) & planner.free
+        sy, sx = np.nonzero(endpoints & (tdist >= distance_m[0]) & (tdist <= distance_m[1]))
+        if len(sy) == 0:
+            raise ValueError(f"no free start {distance_m[0]}-{distance_m[1]} m from the targets "
+                             f"in {self.building.building_id}; widen distance_m")
+        ey, ex = np.nonzero(endpoints)
+        finite = np.where(np.isfinite(tdist), tdist, distance_m[1] + 3.0)
+        down_y, down_x = np.gradient(-finite)  # towards the target
+        label = _target_label(targets)
+        pairs: list[StartGoalPair] = []
+        for _ in range(max_tries if max_tries is not None else 8 * n + 20):
+            if len(pairs) >= n:
+                break
+            k = int(rng.integers(len(sy)))
+            start = grid.cell_to_world(sy[k], sx[k])
+            d_start, pred = planner.cost_from(start)
+            ds = d_start[ey, ex]
+            g_ok = np.flatnonzero((ds >= min_path_m) & (ds <= max_path_m))
+            if len(g_ok) == 0:
+                continue
+            g = int(g_ok[rng.integers(len(g_ok))])
+            goal = grid.cell_to_world(ey[g], ex[g])
+            path = planner.path_from_predecessors(pred, start, goal)
+            if path is None:
+                continue
+            yaw = math.atan2(down_y[sy[k], sx[k]], down_x[sy[k], sx[k]])
+            yaw = float((yaw + rng.normal(0.0, yaw_noise_rad) + math.pi) % (2 * math.pi) - math.pi)
+            pairs.append(StartGoalPair(
+                (float(start[0]), float(start[1])), (float(goal[0]), float(goal[1])), yaw,
+                path.points_xy, path.length_m, float(tdist[sy[k], sx[k]]), label))
+        return pairs
+
+
+def _target_label(targets: Sequence[int | Region]) -> str:
+    """"object:12,region:glass doors": what a pair was sampled for."""
+    return ",".join(f"object:{t}" if not isinstance(t, Region) else f"region:{t.label}"
+                    for t in targets)
 
 
 def _cells(grid, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

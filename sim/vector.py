@@ -109,7 +109,7 @@ class IndoorNavVectorEnv(VectorEnv):
     def _observe(self) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
         raw = self._batch.observe()
         ob = self.config.observation
-        obs = {k: raw[k] for k in ("image", "velocity", "goal")}
+        obs = {k: raw[k] for k in ("image", "velocity", "goal", "route") if k in raw}
         infos = [self._batch.info(i) for i in range(self.num_envs)]
         for k in _CHANNELS:
             mode = getattr(ob, k)

@@ -103,6 +103,11 @@ class LoopConfig(StrictModel):
     split: Literal["frequency", "equal", "sqrt_frequency"] = "frequency"
     # modes below this assigned frequency get no budget (their share goes to the others)
     min_mode_frequency: float = Field(0.0, ge=0, lt=1)
+    # how every arm spends its B samples: "expert" (the expert drives and labels) or "dagger"
+    # (the arm's current policy drives with probability 1 - dagger_beta per step and the
+    # expert labels every visited state, so labels land where the policy itself goes wrong)
+    collection: Literal["expert", "dagger"] = "expert"
+    dagger_beta: float = Field(0.5, ge=0, le=1)  # dagger: probability the expert's action runs
     cycles: int = Field(1, ge=1)  # discover -> collect -> fine-tune rounds per arm
     seed: int = 1  # collection seed of the arms (the same for every arm; != base.seed)
     # fine-tuning epochs (None: nav.train.epochs)

@@ -275,7 +275,12 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                 "collect.seed": collect_seed, "collect.budget_samples": cfg.budget_samples,
                 "collect.family": cfg.eval.in_distribution_family,
                 "collect.arm": "targeted" if arm != "uniform" else "uniform",
-                "collect.regions_path": None}
+                "collect.regions_path": None, "collect.dagger_checkpoint": None}
+            dagger_hash = None
+            if cfg.collection == "dagger":
+                overrides["collect.dagger_checkpoint"] = str(current[arm])
+                overrides["collect.dagger_beta"] = cfg.dagger_beta
+                dagger_hash = file_hash(current[arm])
             regions_hash = None
             if arm != "uniform":
                 policy = "base" if cycle == 0 else arm
@@ -286,8 +291,9 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
             ncfg = nav_config(cfg, **overrides)
             st.run(f"cycle{cycle}/{arm}/collect",
                    {"nav": _nav_section(cfg, *collect_sections),
-                    "collect": {**ncfg.collect.model_dump(mode="json"), "regions_path": None},
-                    "regions": regions_hash},
+                    "collect": {**ncfg.collect.model_dump(mode="json"), "regions_path": None,
+                                "dagger_checkpoint": None},
+                    "regions": regions_hash, "dagger": dagger_hash},
                    [data / "manifest.json"], lambda ncfg=ncfg, data=data: collect(
                        ncfg, data, progress=progress))
             data_so_far[arm].append(data)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from failtax_common import read_jsonl
+from nav_policy.dataset import read_shard
 from nav_policy.loop.config import LoopConfig
 from nav_policy.loop.run import StageRunner, run_loop
 
@@ -14,7 +15,8 @@ TINY = {
     "nav": {
         "sim": {"overrides": {"episode.time_limit_s": 20.0,
                               "episode.max_start_goal_path_m": 8.0}},
-        "collect": {"samples_per_shard": 150, "num_workers": 1},
+        "collect": {"samples_per_shard": 150, "num_workers": 1, "facing_share": 0.5,
+                    "targeted_path_m": [2.0, 6.0]},
         "train": {"epochs": 1, "batch_size": 64},
         "evaluate": {"num_workers": 1},
     },
@@ -30,6 +32,7 @@ TINY = {
     "regions": {"catalogue_buildings": 2},
     "arms": ["targeted_semantic", "uniform"],
     "budget_samples": 200,
+    "collection": "dagger",
     "seed": 1,
     "finetune_epochs": 1,
     "preset": "tiny",
@@ -62,6 +65,14 @@ def test_tiny_loop_end_to_end_and_rerun(tmp_path, embedded_backend):
     assert [m["num_samples"] for m in manifests] == [200, 200]
     assert len({m["seed"] for m in manifests}) == 1
     assert manifests[0]["regions_hash"] and manifests[1]["regions_hash"] is None
+    # Both arms let the base policy drive part of the time (DAgger) while the expert labels.
+    base_ckpt = out / "base" / "policy" / "model.pt"
+    assert {m["dagger_checkpoint"] for m in manifests} == {str(base_ckpt)}
+    # Targeted episodes either pass near a region or start face-on to it, 0.8-2 m away.
+    episodes = [e for f in (out / "cycle0" / "targeted_semantic" / "data" / "shards").glob("*.npz")
+                for e in read_shard(f, load_arrays=False).episodes if not e.get("target_miss")]
+    assert episodes and all(e["start"] in ("facing", "pass_near") for e in episodes)
+    assert all(0.8 <= e["closest_approach_m"] <= 2.0 for e in episodes if e["start"] == "facing")
     # Discovery went through the model (names) and never read ground truth (pipeline test).
     assert embedded_backend.stats.calls > 0
 

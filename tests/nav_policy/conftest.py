@@ -37,7 +37,7 @@ def _make_synthetic_dataset(root: Path, num_samples: int = 256, seed: int = 0,
     command = np.stack([np.clip(image[:, 32, 32, 0] / 255.0, 0, 1),
                         np.clip(goal[:, 1] / 4, -1.5, 1.5)], 1).astype(np.float32)
     action = np.stack([(command[:, 0] - velocity[:, 0]) / 0.1, command[:, 1]], 1).astype(np.float32)
-    arrays = {"image": image, "velocity": velocity, "goal": goal, "action": action,
+    arrays = {"image": image, "velocity": velocity, "goal": goal, "route": goal, "action": action,
               "command": command, "pose": np.zeros((n, 3), np.float32),
               "episode": (np.arange(n) // 16).astype(np.int32),
               "step": (np.arange(n) % 16).astype(np.int32)}

@@ -51,6 +51,19 @@ def test_collect_train_evaluate(tmp_path):
     _ok(runner.invoke(nav, ["evaluate", "--config", TINY, "--checkpoint", str(run / "model.pt"),
                             "--out", str(ev)]))
     assert json.loads((ev / "summary.json").read_text())["eval/failures"] == s["eval/failures"]
+    # The policy steered by the floor-plan route point the dataset recorded.
+    shard = read_shard(next((data / "shards").glob("*.npz")))
+    assert shard.arrays["route"].shape == shard.arrays["goal"].shape
+    assert (abs(shard.arrays["route"]).sum(1) > 0).all()
+
+
+def test_camera_blind_baseline_runs_on_the_same_set(tmp_path):
+    res = _ok(CliRunner().invoke(nav, ["baseline", "--config", TINY, "--out",
+                                       str(tmp_path / "b"), "--rollouts", "3"]))
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["controller"] == "route_pursuit" and s["eval/num_rollouts"] == 3, res.output
+    assert s["eval/success_rate"] + s["eval/failure_rate"] + s["eval/timeout_rate"] == \
+        pytest.approx(1.0)
 
 
 def test_expert_check_succeeds(tmp_path):

@@ -83,3 +83,21 @@ def test_pairs_through_a_region_and_bad_targets(world):
         assert set(p.reset_options()) == {"start_xy", "goal_xy", "start_yaw"}
     with pytest.raises(ValueError, match="not in"):
         q.sample_pairs_near([999_999], n=1, seed=0)
+
+
+def test_starts_facing_a_target_see_it_ahead(world):
+    q = MapQuery(world)
+    pole = q.objects(classes=["pole"])[0]
+    pairs = q.sample_starts_facing([pole.object_id], n=4, seed=0, yaw_noise_rad=0.0)
+    assert len(pairs) == 4
+    px, py = pole.center_xy
+    for p in pairs:
+        assert 0.8 <= p.closest_approach_m <= 2.0 and 2.0 <= p.path_length_m <= 6.0
+        # Heading straight at the pole (within the grid's resolution at that distance).
+        bearing = np.arctan2(py - p.start_xy[1], px - p.start_xy[0])
+        err = (p.start_yaw - bearing + np.pi) % (2 * np.pi) - np.pi
+        assert abs(err) < 0.35
+    again = q.sample_starts_facing([pole.object_id], n=4, seed=0, yaw_noise_rad=0.0)
+    assert [p.start_xy for p in again] == [p.start_xy for p in pairs]
+    with pytest.raises(ValueError, match="widen distance_m"):
+        q.sample_starts_facing([pole.object_id], n=1, seed=0, distance_m=(50.0, 60.0))
