@@ -178,8 +178,8 @@ def load_nav_config(
 def load_sim_for(cfg: NavConfig):
     """The SimConfig a NavConfig refers to (imports sim lazily).
 
-    The `route` observation is switched on unless the overrides say otherwise:
-    policies with `model.target_input: route` read it, datasets record it.
+    The `route` observation is always on: policies with `model.target_input:
+    route` read it, datasets record it.
     """
     from sim.config import load_sim_config
 
@@ -189,4 +189,8 @@ def load_sim_for(cfg: NavConfig):
         here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
         if os.path.exists(here):
             path = here
-    return load_sim_config(path, {"observation.route": "obs", **cfg.sim.overrides})
+    sim = load_sim_config(path, cfg.sim.overrides)
+    if sim.observation.route != "obs":
+        sim = sim.model_copy(update={"observation": sim.observation.model_copy(
+            update={"route": "obs"})})
+    return sim
