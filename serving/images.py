@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import math
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -91,48 +92,48 @@ def count_images(messages: list[dict]) -> int:
     )
 
 
+def map_content_parts(messages: list[dict], fn: Callable[[dict], dict]) -> list[dict]:
+    """Messages with every part of a list `content` replaced by `fn(part)`.
+
+    String contents and the messages' other keys pass through unchanged.
+    """
+    out = []
+    for m in messages:
+        content = m.get("content")
+        out.append({**m, "content": [fn(p) for p in content]} if isinstance(content, list)
+                   else m)
+    return out
+
+
+def image_url_of(part: dict) -> Any:
+    """The URL (or raw payload) of an OpenAI `image_url` part."""
+    url = part.get("image_url")
+    return url["url"] if isinstance(url, dict) else url
+
+
 def messages_to_openai(
     messages: list[dict], *, min_pixels: int = 0, max_pixels: int = 0
 ) -> list[dict]:
     """Messages with every `{"type": "image"}` part encoded as an OpenAI `image_url`
     part (PNG data URL), resized to the pixel bounds. Other parts pass through."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        if not isinstance(content, list):
-            out.append(m)
-            continue
-        parts = []
-        for p in content:
-            if p.get("type") == "image":
-                img = resize_to_bounds(to_pil(p["image"]), min_pixels, max_pixels)
-                parts.append({"type": "image_url", "image_url": {"url": data_url(img)}})
-            else:
-                parts.append(p)
-        out.append({**m, "content": parts})
-    return out
+
+    def encode(p: dict) -> dict:
+        if p.get("type") != "image":
+            return p
+        img = resize_to_bounds(to_pil(p["image"]), min_pixels, max_pixels)
+        return {"type": "image_url", "image_url": {"url": data_url(img)}}
+
+    return map_content_parts(messages, encode)
 
 
 def messages_digest_form(messages: list[dict]) -> list[dict]:
     """Messages with image payloads replaced by their hashes (for cache keys and logs)."""
-    out = []
-    for m in messages:
-        content = m.get("content")
-        if not isinstance(content, list):
-            out.append(m)
-            continue
-        parts = []
-        for p in content:
-            if p.get("type") == "image":
-                parts.append({"type": "image", "image": image_digest(p["image"])})
-            elif p.get("type") == "image_url":
-                url = (
-                    p["image_url"]["url"]
-                    if isinstance(p.get("image_url"), dict)
-                    else p.get("image_url")
-                )
-                parts.append({"type": "image_url", "image_url": image_digest(str(url))})
-            else:
-                parts.append(p)
-        out.append({**m, "content": parts})
-    return out
+
+    def digest(p: dict) -> dict:
+        if p.get("type") == "image":
+            return {"type": "image", "image": image_digest(p["image"])}
+        if p.get("type") == "image_url":
+            return {"type": "image_url", "image_url": image_digest(str(image_url_of(p)))}
+        return p
+
+    return map_content_parts(messages, digest)

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from serving.cache import call_key
 from serving.guided import fill_schema, unsupported_features
-from serving.images import count_images, resize_to_bounds, to_pil
+from serving.images import (
+    count_images,
+    image_url_of,
+    map_content_parts,
+    resize_to_bounds,
+    to_pil,
+)
 from serving.protocol import BackendError, CallResult, Message, Usage
 from serving.structured import (
     append_to_last_user,
@@ -157,31 +163,19 @@ class TransformersBackend:
                 f"{self.recipe.images_per_prompt}"
             )
         lo, hi = (self.recipe.min_pixels, self.recipe.max_pixels) if self.recipe else (0, 0)
-        images, out = [], []
-        for m in messages:
-            content = m.get("content")
-            if not isinstance(content, list):
-                out.append(m)
-                continue
-            parts = []
-            for p in content:
-                if p.get("type") in ("image", "image_url"):
-                    raw = (
-                        p["image"]
-                        if p["type"] == "image"
-                        else (
-                            p["image_url"]["url"]
-                            if isinstance(p["image_url"], dict)
-                            else p["image_url"]
-                        )
-                    )
-                    images.append(resize_to_bounds(to_pil(raw), lo, hi))
-                    parts.append({"type": "image"})
-                else:
-                    parts.append(p)
-            if not self.is_vision:  # text models' templates want plain strings
-                parts = "".join(p.get("text", "") for p in parts)
-            out.append({**m, "content": parts})
+        images: list[Any] = []
+
+        def take_image(p: dict) -> dict:
+            if p.get("type") not in ("image", "image_url"):
+                return p
+            raw = p["image"] if p["type"] == "image" else image_url_of(p)
+            images.append(resize_to_bounds(to_pil(raw), lo, hi))
+            return {"type": "image"}
+
+        out = map_content_parts(messages, take_image)
+        if not self.is_vision:  # text models' templates want plain strings
+            out = [{**m, "content": "".join(p.get("text", "") for p in m["content"])}
+                   if isinstance(m.get("content"), list) else m for m in out]
         return out, images
 
     def _encode(self, messages: list[Message]) -> tuple[str, list[Any]]:
