@@ -61,7 +61,8 @@ def collection_fingerprint(cfg: NavConfig, regions_hash: str | None,
         "region_radius_m": c.region_radius_m, "start_noise_yaw_rad": c.start_noise_yaw_rad,
         "dagger_beta": c.dagger_beta if c.dagger_checkpoint else None,
         "max_episode_steps": c.max_episode_steps, "drop_failed_episodes": c.drop_failed_episodes,
-        "action_noise_std": list(c.action_noise_std),
+        "action_noise_std": list(c.action_noise_std), "intent_labels": c.intent_labels,
+        "targeted_path_m": c.targeted_path_m, "facing_share": c.facing_share,
         "regions": regions_hash, "dagger": dagger_hash,
         "expert": cfg.expert.model_dump(mode="json"),
         "sim": load_sim_for(cfg).model_dump(mode="json"),
@@ -170,9 +171,15 @@ def _run_episode(cfg: NavConfig, ws: dict[str, Any], ep_seed: int, options: dict
     solve_ms: list[float] = []
     max_steps = c.max_episode_steps or 10**9
     policy_steps = 0
+    intended_turn: float | None = None
     for _ in range(max_steps):
         state = env.state
+        if c.intent_labels and intended_turn is not None:
+            # The expert carries on from the turn rate it asked for, not the perturbed one.
+            state = state.copy()
+            state[4] = intended_turn
         step = expert.act(state)
+        intended_turn = float(step.action[1])
         controllers[step.controller] += 1
         solve_ms.append(step.solve_time_s * 1e3)
         rows["image"].append(obs["image"])

@@ -63,6 +63,13 @@ class ExpertConfig(StrictModel):
     smoothing_window_m: float = Field(0.6, ge=0)  # moving-average window that rounds grid corners
     replan_distance_m: float = Field(0.5, gt=0)  # replan when this far from the current path
     lookahead_m: float = Field(0.6, gt=0)  # pure-pursuit lookahead (fallback controller)
+    # The expert's own path cost: below `preferred_clearance_m` a cell costs
+    # 1 + clearance_weight * ((preferred - c) / preferred)² per metre (sim GridPlanner).
+    # None: the sim world's planner (0.6 m, weight 4). A wider berth makes each avoidance
+    # start earlier and swing wider, so it shows in more frames and leaves an imitating
+    # policy room for error.
+    preferred_clearance_m: float | None = Field(None, gt=0)
+    clearance_weight: float = Field(4.0, ge=0)
     mpc: MPCConfig = MPCConfig()  # the tracking MPC
 
 
@@ -81,7 +88,21 @@ class ModelConfig(StrictModel):
     # little ahead (the robot knows the architecture, not the clutter), or
     # "goal", the final goal only (the net must find doorways by itself).
     target_input: Literal["route", "goal"] = "route"
+    # What the net's output is added to. "none": the net outputs the whole command.
+    # "route_pursuit": the command of a camera-blind follower that steers at the route
+    # point (`pursuit_command`), so the net learns only the correction the camera calls
+    # for (clutter the floor plan leaves out) and path tracking is never lost to
+    # imitation error. Needs target_input "route".
+    prior: Literal["none", "route_pursuit"] = "none"
+    prior_speed_mps: float = Field(0.8, gt=0)  # the follower's cruise speed
     dropout: float = Field(0.0, ge=0, lt=1)  # dropout before the output layer
+
+    @model_validator(mode="after")
+    def _prior_needs_route(self) -> ModelConfig:
+        if self.prior == "route_pursuit" and self.target_input != "route":
+            raise ValueError("model.prior 'route_pursuit' steers at the route point; "
+                             "set model.target_input: route")
+        return self
 
 
 class CollectConfig(StrictModel):
@@ -107,6 +128,11 @@ class CollectConfig(StrictModel):
     # Noise added to the executed action while the label stays the expert's
     # (DART-style), so the data shows how to recover from small drifts.
     action_noise_std: tuple[float, float] = (0.0, 0.0)  # [accel m/s², turn rate rad/s]
+    # Label every state with the expert's command as if it had been obeyed: the expert
+    # carries on from the turn rate it asked for, not the one the noise (or the DAgger
+    # policy) executed. Its MPC penalises turn-rate changes, so with the executed rate the
+    # label would echo the noise the network never sees, drowning the steering signal.
+    intent_labels: bool = True
     dagger_checkpoint: str | None = None  # policy that drives while the expert labels (DAgger)
     dagger_beta: float = Field(0.5, ge=0, le=1)  # probability the expert's action is executed
     max_episode_steps: int | None = Field(None, ge=1)  # cap per episode (None: the sim's limit)

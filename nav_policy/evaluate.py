@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -122,11 +121,9 @@ class RoutePursuitController(Controller):
         self.speed = cfg.expert.cruise_speed_mps
 
     def act(self, obs: dict, env) -> np.ndarray:
-        from nav_policy.model import command_to_action, target_of
+        from nav_policy.model import command_to_action, pursuit_command, target_of
 
-        fwd, left = (float(v) for v in target_of(obs, "route"))
-        bearing = math.atan2(left, fwd)
-        command = np.array([self.speed * max(0.0, math.cos(bearing)), 2.0 * bearing])
+        command = pursuit_command(target_of(obs, "route"), self.speed, self.limits)
         return command_to_action(obs["velocity"], command, self.limits)
 
 

@@ -98,6 +98,57 @@ def outputs_to_command(outputs: np.ndarray, limits: RobotLimits) -> np.ndarray:
     return np.stack([v, w], axis=-1)
 
 
+def pursuit_command(route_robot: np.ndarray, speed_mps: float, limits: RobotLimits) -> np.ndarray:
+    """Camera-blind route following: (..., 2) route point in the robot frame -> [v_cmd, w_cmd].
+
+    Turns at twice the bearing to the route point and slows with its cosine (stops
+    when the point is abeam or behind). The `route_pursuit` prior and the
+    `failtax nav baseline` follower.
+    """
+    route_robot = np.asarray(route_robot, np.float64)
+    bearing = np.arctan2(route_robot[..., 1], route_robot[..., 0])
+    v = np.clip(speed_mps * np.maximum(0.0, np.cos(bearing)), limits.min_speed_mps,
+                limits.max_speed_mps)
+    w = np.clip(2.0 * bearing, -limits.max_turn_rate_radps, limits.max_turn_rate_radps)
+    return np.stack([v, w], axis=-1)
+
+
+def _residual_scale(limits: RobotLimits) -> np.ndarray:
+    # A correction may span the whole command range in either direction.
+    return np.array([limits.max_speed_mps - limits.min_speed_mps,
+                     2.0 * limits.max_turn_rate_radps])
+
+
+def prior_command(target: np.ndarray, config: ModelConfig, limits: RobotLimits) -> np.ndarray | None:
+    """The command the net's output corrects (None when `config.prior` is "none")."""
+    if config.prior == "route_pursuit":
+        return pursuit_command(target, config.prior_speed_mps, limits)
+    return None
+
+
+def net_targets(command: np.ndarray, target: np.ndarray, config: ModelConfig,
+                limits: RobotLimits) -> np.ndarray:
+    """Training targets in [-1, 1] for expert commands (..., 2), given the steering target."""
+    prior = prior_command(target, config, limits)
+    if prior is None:
+        return command_targets(command, limits)
+    residual = (np.asarray(command, np.float64) - prior) / _residual_scale(limits)
+    return np.clip(residual, -1.0, 1.0).astype(np.float32)
+
+
+def net_command(outputs: np.ndarray, target: np.ndarray, config: ModelConfig,
+                limits: RobotLimits) -> np.ndarray:
+    """Inverse of `net_targets`: net outputs -> [v_cmd, w_cmd] within the robot's limits."""
+    prior = prior_command(target, config, limits)
+    if prior is None:
+        return outputs_to_command(outputs, limits)
+    cmd = prior + np.asarray(outputs, np.float64) * _residual_scale(limits)
+    return np.stack([
+        np.clip(cmd[..., 0], limits.min_speed_mps, limits.max_speed_mps),
+        np.clip(cmd[..., 1], -limits.max_turn_rate_radps, limits.max_turn_rate_radps),
+    ], axis=-1)
+
+
 def action_to_command(velocity: np.ndarray, action: np.ndarray, limits: RobotLimits) -> np.ndarray:
     """The command an action realises: speed after one step of acceleration, and turn rate."""
     velocity = np.asarray(velocity, np.float64)
@@ -227,7 +278,8 @@ class PolicyRunner:
                                 self.net.config.ego_inputs)
         out = self.net(images_to_tensor(images, self.device),
                        torch.from_numpy(feats).to(self.device)).cpu().numpy()
-        return command_to_action(velocity, outputs_to_command(out, self.limits), self.limits)
+        command = net_command(out, target, self.net.config, self.limits)
+        return command_to_action(velocity, command, self.limits)
 
     def act(self, obs: dict) -> np.ndarray:
         """One env observation dict -> (2,) action."""

@@ -43,8 +43,8 @@ from nav_policy.dataset import NavData, load_datasets
 from nav_policy.model import (
     NavPolicyNet,
     RobotLimits,
-    command_targets,
     load_checkpoint,
+    net_targets,
     save_checkpoint,
     vector_features,
 )
@@ -91,7 +91,7 @@ def _tensors(data: NavData, limits: RobotLimits, model_cfg: ModelConfig,
     target = data.route if model_cfg.target_input == "route" else data.goal
     vec = torch.from_numpy(vector_features(data.velocity, target, limits,
                                            model_cfg.goal_range_m, model_cfg.ego_inputs)).to(device)
-    tgt = torch.from_numpy(command_targets(data.command, limits)).to(device)
+    tgt = torch.from_numpy(net_targets(data.command, target, model_cfg, limits)).to(device)
     return images, vec, tgt
 
 

@@ -64,6 +64,7 @@ class MapExpert:
         self._world = None
         self._surfaces: SurfaceIndex | None = None
         self._surfaces_key: int | None = None
+        self._planner = None
         self._pred: np.ndarray | None = None
         self._goal: np.ndarray | None = None
         self._path: ReferencePath | None = None
@@ -76,15 +77,26 @@ class MapExpert:
         self._goal = np.asarray(goal_xy, float)
         if self._surfaces_key != id(world):
             self._surfaces = SurfaceIndex(world.geometry, self.sim_config.robot.height_m)
+            self._planner = self._planner_for(world)
             self._surfaces_key = id(world)
-        _, self._pred = world.planner.cost_from(tuple(self._goal))
+        _, self._pred = self._planner.cost_from(tuple(self._goal))
         self._path = None
         self._s = 0.0
         if self.mpc is not None:
             self.mpc.reset()
 
+    def _planner_for(self, world):
+        """The world's planner, or one on its grid with the expert's clearance preference."""
+        if self.cfg.preferred_clearance_m is None:
+            return world.planner
+        from sim.planning import GridPlanner
+
+        lo = world.planner.min_clearance_m
+        return GridPlanner(world.grid, lo, max(lo, self.cfg.preferred_clearance_m),
+                           self.cfg.clearance_weight)
+
     def _plan(self, xy: np.ndarray) -> ReferencePath | None:
-        planner = self._world.planner
+        planner = self._planner
         gp = planner.path_from_predecessors(self._pred, tuple(self._goal),
                                             (float(xy[0]), float(xy[1])))
         if gp is None:

@@ -110,3 +110,34 @@ def test_other_config_refuses_existing_folder(tmp_path, tiny_cfg):
     other = other.model_copy(update={"collect": other.collect.model_copy(update={"seed": 5})})
     with pytest.raises(ValueError, match="different config"):
         collect(other, out, progress=False)
+
+
+@pytest.mark.parametrize("intent", [True, False])
+def test_noisy_collection_labels_from_the_experts_intent(tiny_cfg, intent):
+    """With DART noise the expert carries on from the turn rate it asked for (or not)."""
+    from nav_policy.collect import _run_episode, _worker_state
+
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.collect.action_noise_std = (0.3, 0.8)
+    cfg.collect.intent_labels = intent
+    ws = dict(_worker_state(cfg))
+    seen: list[np.ndarray] = []
+
+    class Recording:
+        def __init__(self, expert):
+            self.expert = expert
+
+        def reset(self, *a):
+            self.expert.reset(*a)
+
+        def act(self, state):
+            seen.append(np.array(state))
+            return self.expert.act(state)
+
+    ws["expert"] = Recording(ws["expert"])
+    rows, _ = _run_episode(cfg, ws, 123, {})
+    assert len(rows["action"]) > 5
+    asked = np.array([a[1] for a in rows["action"][:-1]])
+    carried = np.array([s[4] for s in seen[1:]])
+    # the executed turn rate is the asked one plus noise of std 0.8
+    assert np.allclose(carried, asked, atol=1e-6) == intent

@@ -14,7 +14,10 @@ from nav_policy.model import (
     command_targets,
     command_to_action,
     load_checkpoint,
+    net_command,
+    net_targets,
     outputs_to_command,
+    pursuit_command,
     save_checkpoint,
     vector_features,
 )
@@ -26,6 +29,32 @@ def test_command_scaling_round_trips():
     cmd = np.array([[0.0, -1.5], [0.5, 0.0], [1.0, 1.2]])
     np.testing.assert_allclose(outputs_to_command(command_targets(cmd, LIMITS), LIMITS), cmd,
                                atol=1e-6)
+
+
+def test_route_pursuit_prior_learns_only_the_correction():
+    cfg = ModelConfig(prior="route_pursuit", prior_speed_mps=0.8)
+    route = np.array([[0.75, 0.0], [0.5, 0.5], [-0.3, 0.1]])
+    prior = pursuit_command(route, 0.8, LIMITS)
+    # straight ahead: cruise; 45 deg left: slower and turning left; behind: stop, turn
+    assert np.allclose(prior[0], [0.8, 0.0])
+    assert 0 < prior[1, 0] < 0.8 and prior[1, 1] > 0
+    assert prior[2, 0] == 0 and prior[2, 1] == LIMITS.max_turn_rate_radps
+    # the expert doing what the follower does is a zero target
+    assert np.allclose(net_targets(prior, route, cfg, LIMITS), 0.0, atol=1e-6)
+    expert = np.array([[0.4, -0.6], [0.9, 1.0], [0.0, -1.5]])
+    targets = net_targets(expert, route, cfg, LIMITS)
+    assert np.abs(targets).max() <= 1
+    np.testing.assert_allclose(net_command(targets, route, cfg, LIMITS), expert, atol=1e-6)
+    # without a prior the targets are the absolute command
+    np.testing.assert_allclose(net_targets(expert, route, ModelConfig(), LIMITS),
+                               command_targets(expert, LIMITS))
+
+
+def test_route_pursuit_prior_needs_the_route():
+    import pytest
+
+    with pytest.raises(ValueError, match="target_input"):
+        ModelConfig(prior="route_pursuit", target_input="goal")
 
 
 def test_action_command_round_trip_within_limits():
