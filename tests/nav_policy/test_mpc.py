@@ -103,3 +103,27 @@ def test_keeps_clear_of_a_pole_on_the_path():
         min_gap = min(min_gap, np.hypot(*(state[:2] - pole[0])) - pole[1])
     assert min_gap > RADIUS + cfg_margin - 0.03  # never touched the pole
     assert state[0] > 5.5  # and still got past it
+
+
+def test_expert_with_a_wider_berth_plans_with_more_clearance():
+    from pathlib import Path
+
+    from nav_policy.expert import make_expert
+    from sim.config import load_sim_config
+    from sim.env import load_world, sample_start_goal
+
+    sim_cfg = load_sim_config(Path(__file__).resolve().parents[2] / "configs/sim/nav.yaml")
+    world = load_world(sim_cfg, "office_a", 0)
+    rng = np.random.default_rng(3)
+    mean_clearance = {}
+    for preferred in (None, 1.0):
+        expert = make_expert(ExpertConfig(preferred_clearance_m=preferred, clearance_weight=8.0),
+                             sim_cfg)
+        gaps = []
+        for start, goal, _ in (sample_start_goal(world, sim_cfg, np.random.default_rng(s))
+                               for s in rng.integers(0, 2**31, 4)):
+            expert.reset(world, goal)
+            path = expert._plan(start)
+            gaps += [world.grid.clearance_at(float(x), float(y)) for x, y in path.xy[::5]]
+        mean_clearance[preferred] = float(np.mean(gaps))
+    assert mean_clearance[1.0] > mean_clearance[None] + 0.02
