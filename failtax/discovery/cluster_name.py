@@ -263,7 +263,8 @@ class ClusterThenName(StrategyBase):
                     name = f"{name} ({c + 1})"
             taken.add(normalise_name(name))
             desc = str(p.get("description", "")).strip()
-            dflags = check_description(desc, sources=sources) if p else ["no_answer"]
+            dflags = check_description(desc, sources=sources, prompt=self._prompt_text) if p \
+                else ["no_answer"]
             if dflags:
                 if p:
                     for f in dflags:

@@ -30,6 +30,13 @@ GENERIC_NAMES = frozenset(
     {"", "failure", "failures", "failure mode", "robot failure", "robot failures", "mode", "cluster",
      "other", "others", "misc", "miscellaneous", "unknown", "none", "n/a", "name", "category", OUTLIER}
 )
+# Words that only say that something went wrong: a name made of these alone (with the
+# domain stop words below) is generic too, e.g. "Fatal Failure" or "FatalError".
+FAILURE_WORDS = frozenset(
+    {"fatal", "error", "errors", "fault", "faults", "issue", "issues", "problem", "problems", "bug",
+     "exception", "critical", "severe", "general", "unexpected", "event", "incident", "accident",
+     "mishap", "type", "types", "case", "cases", "failure", "failures", "mode", "modes"}
+)
 # Words never used as keywords: they are in almost every robot failure explanation.
 DOMAIN_STOP_WORDS = frozenset(
     {"robot", "robots", "failure", "failed", "fails", "fail", "episode", "frame", "frames", "camera", "likely",
@@ -240,7 +247,8 @@ def check_name(
     toks = norm.split()
     if not toks:
         return ["empty"]
-    if norm in GENERIC_NAMES:
+    content = words(re.sub(r"([a-z])([A-Z])", r"\1 \2", name))  # FatalError -> fatal error
+    if norm in GENERIC_NAMES or all(t in FAILURE_WORDS or t in DOMAIN_STOP_WORDS for t in content):
         flags.append("generic")
     if prompt and len(toks) <= 6 and f" {norm} " in f" {normalise_name(prompt)} ":
         flags.append("copied_prompt")
@@ -256,12 +264,14 @@ def check_name(
     return flags
 
 
-def check_description(text: str, *, sources: Sequence[str]) -> list[str]:
+def check_description(text: str, *, sources: Sequence[str], prompt: str = "") -> list[str]:
     """Why a model-written description is unusable ([] when it is fine)."""
     toks = words(text)
     if len(toks) < 2:
         return ["empty"]
     flags = []
+    if prompt and len(toks) <= 6 and f" {' '.join(toks)} " in f" {normalise_name(prompt)} ":
+        flags.append("copied_prompt")  # e.g. "Frequent words", a heading of the prompt
     if is_repetitive(text, min_words=6):
         flags.append("repetition")
     if copied_share(text, sources, n=6) >= 0.6:

@@ -267,6 +267,14 @@ def test_check_name_flags():
     assert "sentence" in check_name("The robot hit the glass door and stopped there.", sources=[], taken=set(),
                                     max_words=6)
     assert "duplicate" in check_name("Glass Door", sources=[], taken={"glass door"}, max_words=6)
+    for name in ("Fatal Failure", "FatalError", "Robot collision", "Unexpected error"):
+        assert "generic" in check_name(name, sources=[], taken=set(), max_words=6), name
+    assert check_description("Frequent words", sources=[],
+                             prompt="Frequent words: glass, door") == ["copied_prompt"]
+    assert check_description("Collisions with glass doors the camera sees through", sources=[],
+                             prompt="Frequent words: glass, door") == []
+    for name in ("Glass door", "Thin pole collision", "Featureless walls"):
+        assert "generic" not in check_name(name, sources=[], taken=set(), max_words=6), name
     assert "copied_input" in check_name("hit the glass door hard", sources=["It hit the glass door hard today"],
                                         taken=set(), max_words=6)
     assert "repetition" in check_name("glass glass glass glass", sources=[], taken=set(), max_words=6)
