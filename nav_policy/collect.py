@@ -63,6 +63,9 @@ def collection_fingerprint(cfg: NavConfig, regions_hash: str | None,
         "max_episode_steps": c.max_episode_steps, "drop_failed_episodes": c.drop_failed_episodes,
         "action_noise_std": list(c.action_noise_std), "intent_labels": c.intent_labels,
         "targeted_path_m": c.targeted_path_m, "facing_share": c.facing_share,
+        # replays only change targeted data; other datasets keep their fingerprint
+        **({"replay_share": c.replay_share, "replay_max_steps": c.replay_max_steps}
+           if c.arm == "targeted" and c.replay_share else {}),
         "regions": regions_hash, "dagger": dagger_hash,
         "expert": cfg.expert.model_dump(mode="json"),
         "sim": load_sim_for(cfg).model_dump(mode="json"),
@@ -121,8 +124,13 @@ def _targeted_reset_options(cfg: NavConfig, ws: dict[str, Any], ep_seed: int) ->
     path_m = c.targeted_path_m or (sim_cfg.episode.min_start_goal_path_m,
                                    sim_cfg.episode.max_start_goal_path_m)
     facing = bool(rng.random() < c.facing_share)
+    replay = c.replay_share > 0 and bool(rng.random() < c.replay_share)
     for attempt in range(6):
         r = regions[pick_region(regions, rng)]
+        if replay and r.starts:
+            opts = _replay_options(r, rng, sim_cfg, r.family or c.family)
+            if opts is not None:
+                return opts, {"region_id": r.region_id, "start": "replay"}
         family = r.family or c.family
         bseed = r.building_seed if r.building_seed is not None else int(
             rng.integers(sim_cfg.world.num_buildings))
@@ -152,8 +160,21 @@ def _targeted_reset_options(cfg: NavConfig, ws: dict[str, Any], ep_seed: int) ->
     return {"family": c.family}, {"region_id": None, "target_miss": True}
 
 
-def _run_episode(cfg: NavConfig, ws: dict[str, Any], ep_seed: int, options: dict
-                 ) -> tuple[dict[str, list], dict[str, Any]]:
+def _replay_options(region, rng: np.random.Generator, sim_cfg, family: str) -> dict | None:
+    """Reset options replaying one of the region's logged starts (None: it is not free)."""
+    from sim.env import load_world
+
+    st = region.starts[int(rng.integers(len(region.starts)))]
+    world = load_world(sim_cfg, family, int(region.building_seed))
+    if world.checker.clearance(np.asarray([st["xy"]], float))[0] < sim_cfg.robot.radius_m:
+        return None
+    return {"family": family, "building_seed": int(region.building_seed),
+            "start_xy": list(st["xy"]), "start_yaw": float(st["yaw_rad"]),
+            "goal_xy": list(st["goal_xy"])}
+
+
+def _run_episode(cfg: NavConfig, ws: dict[str, Any], ep_seed: int, options: dict,
+                 max_steps: int | None = None) -> tuple[dict[str, list], dict[str, Any]]:
     env, expert = ws["env"], ws["expert"]
     c = cfg.collect
     obs, info = env.reset(seed=ep_seed, options=options)
@@ -169,7 +190,7 @@ def _run_episode(cfg: NavConfig, ws: dict[str, Any], ep_seed: int, options: dict
                                              "pose")}
     controllers: Counter = Counter()
     solve_ms: list[float] = []
-    max_steps = c.max_episode_steps or 10**9
+    max_steps = min(max_steps or 10**9, c.max_episode_steps or 10**9)
     policy_steps = 0
     intended_turn: float | None = None
     for _ in range(max_steps):
@@ -227,7 +248,8 @@ def collect_shard(cfg_json: dict, index: int, fingerprint: str) -> Shard:
             options, extra = _targeted_reset_options(cfg, ws, ep_seed)
         else:
             options, extra = {"family": c.family}, {}
-        rows, record = _run_episode(cfg, ws, ep_seed, options)
+        cap = c.replay_max_steps if extra.get("start") == "replay" else None
+        rows, record = _run_episode(cfg, ws, ep_seed, options, cap)
         record.update(extra)
         keep = not (c.drop_failed_episodes and record["policy_steps"] == 0
                     and record["outcome"] == "collision")

@@ -124,6 +124,11 @@ class CollectConfig(StrictModel):
     # (sim MapQuery.sample_starts_facing): the approach a failing policy takes, and the
     # expert's recovery from it, which pass-near paths never show
     facing_share: float = Field(0.0, ge=0, le=1)
+    # targeted: share of a region's episodes that replay one of its logged `starts` (the
+    # failing robot's pose seconds before its collision, heading for its own goal): under
+    # DAgger the policy drives into the very situation it failed in while the expert labels
+    replay_share: float = Field(0.0, ge=0, le=1)
+    replay_max_steps: int | None = Field(None, ge=1)  # cap on a replayed episode (None: none)
     start_noise_yaw_rad: float = Field(0.0, ge=0)  # extra heading noise at the start (augmentation)
     # Noise added to the executed action while the label stays the expert's
     # (DART-style), so the data shows how to recover from small drifts.

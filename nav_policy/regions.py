@@ -15,6 +15,9 @@ A regions file (JSON) is either a list of region records or
 | `radius_m` | pass-near distance (default: collect.region_radius_m) |
 | `share` | share of the budget (normalised over regions; default 1) |
 | `why` | free text kept in the manifest, e.g. "collision_site" or "semantic_match" |
+| `starts` | logged states to replay: `[{"xy": [x, y], "yaw_rad": a, "goal_xy": [x, y]}]`, |
+|  | e.g. the failing robot's pose seconds before its collision (needs `building_seed`; |
+|  | used for `collect.replay_share` of the region's episodes) |
 
 Anything else (e.g. the mode's name or description) is kept but ignored.
 """
@@ -49,6 +52,7 @@ class TargetRegion:
     radius_m: float | None = None
     share: float = 1.0
     why: str = ""
+    starts: tuple[dict, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -75,7 +79,7 @@ def parse_regions(data: Any, source: str = "regions") -> list[TargetRegion]:
         raise ValueError(f"{source}: expected a non-empty list of regions "
                          "(or {'regions': [...]})")
     known = {"region_id", "family", "building_seed", "object_ids", "areas", "object_classes",
-             "materials", "causes", "radius_m", "share", "why"}
+             "materials", "causes", "radius_m", "share", "why", "starts"}
     out = []
     for i, rec in enumerate(data):
         where = f"{source}[{i}]"
@@ -87,8 +91,11 @@ def parse_regions(data: Any, source: str = "regions") -> list[TargetRegion]:
         for a in areas:
             if not isinstance(a, dict) or a.get("kind") not in _AREA_KINDS or not a.get("points"):
                 raise ValueError(f"{where}: each area needs kind in {_AREA_KINDS} and points")
-        if (ids or areas) and seed is None:
-            raise ValueError(f"{where}: object_ids/areas are building-specific; set building_seed")
+        starts = tuple(_parse_start(st, f"{where}.starts[{k}]")
+                       for k, st in enumerate(rec.get("starts") or ()))
+        if (ids or areas or starts) and seed is None:
+            raise ValueError(f"{where}: object_ids/areas/starts are building-specific; "
+                             "set building_seed")
         r = TargetRegion(
             region_id=str(rec.get("region_id", i)), family=rec.get("family"),
             building_seed=None if seed is None else int(seed), object_ids=ids, areas=areas,
@@ -96,7 +103,7 @@ def parse_regions(data: Any, source: str = "regions") -> list[TargetRegion]:
             materials=_tuple_or_none(rec.get("materials"), "materials", where),
             causes=_tuple_or_none(rec.get("causes"), "causes", where),
             radius_m=None if rec.get("radius_m") is None else float(rec["radius_m"]),
-            share=float(rec.get("share", 1.0)), why=str(rec.get("why", "")),
+            share=float(rec.get("share", 1.0)), why=str(rec.get("why", "")), starts=starts,
             extra={k: v for k, v in rec.items() if k not in known},
         )
         if r.share < 0:
@@ -107,6 +114,19 @@ def parse_regions(data: Any, source: str = "regions") -> list[TargetRegion]:
     if sum(r.share for r in out) <= 0:
         raise ValueError(f"{source}: all shares are 0")
     return out
+
+
+def _parse_start(rec: Any, where: str) -> dict:
+    """One replay start: {"xy": [x, y], "yaw_rad": a, "goal_xy": [x, y]} as floats."""
+    try:
+        xy = [float(v) for v in rec["xy"]]
+        goal = [float(v) for v in rec["goal_xy"]]
+        yaw = float(rec["yaw_rad"])
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{where}: a start needs xy [x, y], yaw_rad and goal_xy [x, y]") from None
+    if len(xy) != 2 or len(goal) != 2 or not np.isfinite([*xy, *goal, yaw]).all():
+        raise ValueError(f"{where}: xy and goal_xy must be two finite numbers each")
+    return {"xy": xy, "yaw_rad": yaw, "goal_xy": goal}
 
 
 def load_regions(path: str | os.PathLike) -> tuple[list[TargetRegion], str]:

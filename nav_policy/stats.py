@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 # Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054
@@ -36,6 +36,47 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denom
     # Clamp tiny floating-point excursions at the boundaries.
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = Z_95) -> dict:
+    """Failure rate of `a` minus that of `b` on the same episodes, with a paired test.
+
+    Two policies run on one fixed evaluation set fail on many of the same episodes; the
+    pairs carry far more information than two separate intervals. The interval is the
+    Agresti-Min adjusted Wald interval for paired proportions (half a count added to
+    each of the four cells); the p-value is McNemar's exact two-sided test on the
+    discordant pairs.
+
+    Args:
+        a, b: failed (True) or not, per episode, in the same episode order.
+        z: normal quantile (1.96 for 95%).
+
+    Returns:
+        {"difference", "ci95": [lo, hi], "only_a_failed", "only_b_failed", "episodes",
+         "mcnemar_p"}.
+
+    Example:
+        >>> r = paired_difference([True] * 10 + [False] * 90, [True] * 25 + [False] * 75)
+        >>> round(r["difference"], 2), [round(v, 3) for v in r["ci95"]], r["mcnemar_p"] < 1e-4
+        (-0.15, [-0.218, -0.076], True)
+    """
+    if len(a) != len(b):
+        raise ValueError(f"need the same episodes: {len(a)} != {len(b)} outcomes")
+    n = len(a)
+    if n == 0:
+        raise ValueError("no episodes to compare")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    diff = (only_a - only_b) / n
+    # Agresti-Min: add 0.5 to each cell of the 2x2 table.
+    na, nb, m = only_a + 0.5, only_b + 0.5, n + 2.0
+    d = (na - nb) / m
+    se = math.sqrt(max((na + nb) - (na - nb) ** 2 / m, 0.0)) / m
+    k = min(only_a, only_b)
+    t = only_a + only_b
+    p = min(1.0, 2.0 * sum(math.comb(t, i) for i in range(k + 1)) / 2.0 ** t) if t else 1.0
+    return {"difference": diff, "ci95": [max(-1.0, d - z * se), min(1.0, d + z * se)],
+            "only_a_failed": only_a, "only_b_failed": only_b, "episodes": n, "mcnemar_p": p}
 
 
 def summarize_outcomes(outcomes: Iterable[str], causes: Iterable[str | None]) -> dict:

@@ -83,6 +83,9 @@ class RegionsConfig(StrictModel):
     collision_share_in_semantic: float = Field(0.5, ge=0, le=1)
     # pass-near distance (m) written into every region (nav collect.region_radius_m otherwise)
     pass_near_radius_m: float = Field(1.0, gt=0)
+    # replay starts of a collision site: the failing robot's pose this many seconds before
+    # its collision, with its goal (collected at nav collect.replay_share of the episodes)
+    replay_offsets_s: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
     # text embedder of the semantic match (failtax.embedding kinds: minilm, hashing)
     embedder: Literal["minilm", "hashing"] = "minilm"
 

@@ -9,6 +9,9 @@ For each mode the regions say *why* they were chosen:
   ``collision_radius_m`` around it, in that episode's building. Like the
   pipeline, this reader never opens ``ground_truth.json`` (the hidden label);
   only the loop's final evaluation breakdown reads ground truth.
+  Each site also keeps replay starts: the robot's logged pose
+  ``replay_offsets_s`` seconds before the failure, with the episode's goal, so
+  collection can put the policy back into the situation it failed in.
 * ``semantic_match``: every other object whose kind matches the mode: the
   mode's "name. description. keywords" is embedded (failtax.embedding, the
   local MiniLM by default) against one phrase per (object class, material)
@@ -73,6 +76,7 @@ class CollisionSite:
     xy: tuple[float, float]
     yaw_rad: float
     failure_step: int
+    starts: tuple[dict, ...] = ()  # replay starts: {"xy", "yaw_rad", "goal_xy", "before_s"}
 
 
 def building_seed_of(building_id: str) -> int:
@@ -84,8 +88,14 @@ def building_seed_of(building_id: str) -> int:
                          "needs episodes recorded in generated buildings") from None
 
 
-def read_collision_site(episode_dir: str | Path) -> tuple[CollisionSite | None, str]:
+def read_collision_site(episode_dir: str | Path, replay_offsets_s: Sequence[float] = ()
+                        ) -> tuple[CollisionSite | None, str]:
     """The robot's pose at the failure step of one episode, read from meta.json + steps.jsonl.
+
+    Args:
+        episode_dir: one episode folder (docs/EPISODE_FORMAT.md).
+        replay_offsets_s: also keep the logged pose this many seconds before the failure,
+            with the step's goal, as replay starts (offsets past the log's start are dropped).
 
     Returns:
         (site, "") or (None, why) for episodes that have no collision site
@@ -104,6 +114,7 @@ def read_collision_site(episode_dir: str | Path) -> tuple[CollisionSite | None, 
         return None, "meta.failure_step is null"
     step = int(step)
     record = None
+    before: list[dict] = []
     try:
         with open(d / "steps.jsonl", encoding="utf-8") as f:
             for line in f:
@@ -115,6 +126,7 @@ def read_collision_site(episode_dir: str | Path) -> tuple[CollisionSite | None, 
                     record = rec
                     break
                 record = rec  # fall back to the last readable step before a short log
+                before.append(rec)
     except OSError as e:
         return None, f"steps.jsonl unreadable: {e}"
     if record is None or "x_m" not in record:
@@ -132,7 +144,30 @@ def read_collision_site(episode_dir: str | Path) -> tuple[CollisionSite | None, 
     family = meta.get("building_family") or str(building_id).rsplit("-", 1)[0]
     return CollisionSite(str(meta.get("episode_id", d.name)), str(building_id), str(family), bseed,
                          (float(record["x_m"]), float(record["y_m"])),
-                         float(record.get("yaw_rad", 0.0)), step), ""
+                         float(record.get("yaw_rad", 0.0)), step,
+                         _replay_starts(before, record, replay_offsets_s)), ""
+
+
+def _replay_starts(before: list[dict], failure: dict, offsets_s: Sequence[float]
+                   ) -> tuple[dict, ...]:
+    """Logged poses `offsets_s` before the failure record, each with that step's goal."""
+    t_fail = failure.get("t_s")
+    out = []
+    for off in offsets_s:
+        rec = None
+        for r in reversed(before):
+            if t_fail is None or r.get("t_s") is None:
+                break
+            if float(r["t_s"]) <= float(t_fail) - off + 1e-6:
+                rec = r
+                break
+        if rec is None or "x_m" not in rec or not rec.get("goal"):
+            continue
+        out.append({"xy": [round(float(rec["x_m"]), 4), round(float(rec["y_m"]), 4)],
+                    "yaw_rad": round(float(rec.get("yaw_rad", 0.0)), 4),
+                    "goal_xy": [round(float(v), 4) for v in rec["goal"]],
+                    "before_s": float(off)})
+    return tuple(out)
 
 
 def merge_sites(sites: Sequence[CollisionSite], within_m: float) -> list[list[CollisionSite]]:
@@ -334,7 +369,7 @@ def build_regions(
         sites, skipped = [], []
         for eid in sorted(by_mode[m["name"]]):
             if eid not in site_cache:
-                site_cache[eid] = read_collision_site(episodes_dir / eid)
+                site_cache[eid] = read_collision_site(episodes_dir / eid, rc.replay_offsets_s)
             site, why = site_cache[eid]
             if site is None:
                 skipped.append({"episode_id": eid, "why": why})
@@ -440,6 +475,7 @@ def _arm_records(mode_docs: list[dict], arm: str, rc, family: str, total: int) -
                 "building_seed": groups[0][0].building_seed, "building_id": bid,
                 "areas": [{"kind": "circle", "points": [list(g[0].xy)],
                            "radius_m": rc.collision_radius_m} for g in groups],
+                "starts": [st for g in groups for s in g for st in s.starts],
                 "episodes": sorted(s.episode_id for g in groups for s in g),
                 "radius_m": rc.pass_near_radius_m,
             })

@@ -11,6 +11,8 @@ results.json (schema_version 1)::
                                  "rollouts", "success_rate", "timeout_rate",
                                  "failures_by_cause": {cause: n}}}},
      "relative_reduction": {policy: {set: (base - policy) / base}},
+     "paired": {"<policy> vs <other>": {set: {"difference", "ci95", "only_a_failed",
+                                               "only_b_failed", "episodes", "mcnemar_p"}}},
      "causes": {set: {cause: {policy: n}}},
      "taxonomies": [{"cycle", "policy", "mining": {...}, "modes": [...], "outliers"}],
      "stage_seconds": {stage: s}, "seconds_by_kind": {kind: s}, "total_seconds": s,
@@ -29,7 +31,7 @@ from typing import Any
 
 from failtax_common import atomic_write_json, atomic_write_text
 from nav_policy.loop.config import LoopConfig
-from nav_policy.stats import wilson_interval
+from nav_policy.stats import paired_difference, wilson_interval
 
 SCHEMA_VERSION = 1
 SET_LABELS = {"in_distribution": "in-distribution", "ood": "held-out (OOD)"}
@@ -56,6 +58,39 @@ def _set_result(summary: dict) -> dict:
             "success_rate": summary.get("eval/success_rate"),
             "timeout_rate": summary.get("eval/timeout_rate"),
             "failures_by_cause": summary.get("eval/failures_by_cause", {})}
+
+
+def _failed_by_episode(path: Path) -> dict[int, bool]:
+    """Episode index → collided, from an evaluation's rollouts.jsonl."""
+    out: dict[int, bool] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                    out[int(r["index"])] = r.get("outcome") == "collision"
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+    except OSError:
+        return {}
+    return out
+
+
+def paired_comparisons(out: Path, policies: list[str]) -> dict[str, dict]:
+    """Each fine-tuned arm against uniform (same budget) and against base, episode by episode."""
+    res: dict[str, dict] = {}
+    for pol in policies:
+        for other in ("uniform", "base"):
+            if pol in (other, "base") or other not in policies:
+                continue
+            for which in ("in_distribution", "ood"):
+                a = _failed_by_episode(out / "evals" / pol / which / "rollouts.jsonl")
+                b = _failed_by_episode(out / "evals" / other / which / "rollouts.jsonl")
+                common = sorted(set(a) & set(b))
+                if common:
+                    res.setdefault(f"{pol} vs {other}", {})[which] = paired_difference(
+                        [a[i] for i in common], [b[i] for i in common])
+    return res
 
 
 def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
@@ -117,7 +152,9 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
         "budget_samples": cfg.budget_samples, "base_budget_samples": cfg.base.budget_samples,
         "arms": list(cfg.arms), "cycles": cfg.cycles, "split": cfg.split,
         "eval": cfg.eval.model_dump(mode="json"), "policies": policies,
-        "relative_reduction": reduction, "causes": causes, "taxonomies": taxonomies,
+        "relative_reduction": reduction,
+        "paired": paired_comparisons(out, list(policies)),
+        "causes": causes, "taxonomies": taxonomies,
         "stage_seconds": secs, "seconds_by_kind": by_kind,
         "total_seconds": sum(secs.values()),
         "stage_cpu_seconds": cpu, "total_cpu_seconds": sum(cpu.values()),
@@ -249,6 +286,18 @@ def report_markdown(results: dict) -> str:
             lines.append(f"| {pol} | {SET_LABELS[which]} | {_pct(r['failure_rate'])} | "
                          f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | {r['failures']}/"
                          f"{r['rollouts']} | {'' if red is None else _pct(red)} |")
+    if results.get("paired"):
+        lines += ["", "## Paired comparison on the same evaluation episodes", "",
+                  "Difference of failure rates (first minus second), Agresti-Min 95% interval,",
+                  "episodes only one of the two failed, McNemar exact p.", "",
+                  "| comparison | set | difference | 95% CI | only first / only second failed "
+                  "| p |", "|---|---|---|---|---|---|"]
+        for name, sets in results["paired"].items():
+            for which, r in sets.items():
+                lines.append(f"| {name} | {SET_LABELS[which]} | {_pct(r['difference'])} | "
+                             f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | "
+                             f"{r['only_a_failed']} / {r['only_b_failed']} | "
+                             f"{r['mcnemar_p']:.2g} |")
     for which, table in results["causes"].items():
         pols = [p for p in results["policies"] if which in results["policies"][p]]
         lines += ["", f"## Failures by ground-truth cause ({SET_LABELS[which]})", "",

@@ -16,7 +16,8 @@ TINY = {
         "sim": {"overrides": {"episode.time_limit_s": 20.0,
                               "episode.max_start_goal_path_m": 8.0}},
         "collect": {"samples_per_shard": 150, "num_workers": 1, "facing_share": 0.5,
-                    "targeted_path_m": [2.0, 6.0]},
+                    "targeted_path_m": [2.0, 6.0], "replay_share": 0.5,
+                    "replay_max_steps": 10},
         "train": {"epochs": 1, "batch_size": 64},
         "evaluate": {"num_workers": 1},
     },
@@ -49,6 +50,9 @@ def test_tiny_loop_end_to_end_and_rerun(tmp_path, embedded_backend):
                 "seconds_by_kind", "total_seconds", "budget_samples", "arms"):
         assert key in results, key
     assert set(results["policies"]) == {"base", "targeted_semantic", "uniform"}
+    # Paired on the same evaluation episodes: the arm against uniform and against base.
+    assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base"}
+    assert results["paired"]["targeted_semantic vs uniform"]["in_distribution"]["episodes"] == 3
     for pol, sets in results["policies"].items():
         assert set(sets) == {"in_distribution", "ood"}, pol
         r = sets["in_distribution"]
@@ -71,8 +75,13 @@ def test_tiny_loop_end_to_end_and_rerun(tmp_path, embedded_backend):
     # Targeted episodes either pass near a region or start face-on to it, 0.8-2 m away.
     episodes = [e for f in (out / "cycle0" / "targeted_semantic" / "data" / "shards").glob("*.npz")
                 for e in read_shard(f, load_arrays=False).episodes if not e.get("target_miss")]
-    assert episodes and all(e["start"] in ("facing", "pass_near") for e in episodes)
+    assert episodes and all(e["start"] in ("facing", "pass_near", "replay") for e in episodes)
     assert all(0.8 <= e["closest_approach_m"] <= 2.0 for e in episodes if e["start"] == "facing")
+    # Collision sites carry replay starts from the failures' own logs; replays are capped.
+    regions = json.loads((out / "cycle0" / "base" / "regions_targeted_semantic.json"
+                          ).read_text())["regions"]
+    assert any(r.get("starts") for r in regions if r["why"] == "collision_site")
+    assert all(e["steps"] <= 10 for e in episodes if e["start"] == "replay")
     # Discovery went through the model (names) and never read ground truth (pipeline test).
     assert embedded_backend.stats.calls > 0
 
@@ -148,3 +157,6 @@ def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, monkeypat
                       "evaluate/uniform/in_distribution", "report"], redone
     assert not set(redone) & finished
     assert set(results["policies"]) == {"base", "targeted_semantic", "uniform"}
+    # Paired on the same evaluation episodes: the arm against uniform and against base.
+    assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base"}
+    assert results["paired"]["targeted_semantic vs uniform"]["in_distribution"]["episodes"] == 3

@@ -108,6 +108,17 @@ def test_collision_site_is_the_pose_at_failure_step(failures):
         assert site.xy != pytest.approx(DECOY_CONTACT)
 
 
+def test_collision_site_keeps_replay_starts_before_the_failure(failures):
+    root, expected, _, _ = failures
+    site, _ = read_collision_site(root / "glass-0", replay_offsets_s=[0.2, 0.45, 9.0])
+    # failure at step 5 (t 0.5 s), poses 0.1 m apart: 0.2 s before is step 3, 0.45 s is step 0
+    (tx, ty), (fx, fy) = GLASS_DOORS[7], expected["glass-0"]
+    assert [s["before_s"] for s in site.starts] == [0.2, 0.45]  # 9 s is before the log
+    assert site.starts[0]["xy"] == pytest.approx([fx - 0.2, fy])
+    assert site.starts[1]["xy"] == pytest.approx([fx - 0.5, fy])
+    assert all(s["goal_xy"] == pytest.approx([tx + 3, ty]) for s in site.starts)
+
+
 def test_regions_place_sites_at_the_failures(failures, regions_doc):
     _, expected, _, _ = failures
     glass, chair = regions_doc["modes"]

@@ -88,6 +88,34 @@ def test_targeted_collection_passes_near_regions(tmp_path):
     assert hits and all(e["closest_approach_m"] <= 1.0 for e in hits)
 
 
+def test_targeted_collection_replays_logged_starts(tmp_path):
+    import numpy as np
+
+    from nav_policy.config import load_nav_config, load_sim_for
+    from sim.env import IndoorNavEnv
+
+    env = IndoorNavEnv(load_sim_for(load_nav_config(TINY)))
+    env.reset(seed=5, options={"family": "office_a", "building_seed": 3})
+    start = {"xy": env.state[:2].tolist(), "yaw_rad": float(env.state[2]) + 0.3,
+             "goal_xy": env.goal_xy.tolist()}
+    regions = [{"region_id": "site", "building_seed": 3, "starts": [start],
+                "areas": [{"kind": "circle", "points": [start["xy"]], "radius_m": 0.8}]}]
+    path = tmp_path / "regions.json"
+    path.write_text(json.dumps({"schema_version": 1, "regions": regions}))
+    out = tmp_path / "t"
+    _ok(CliRunner().invoke(nav, [
+        "collect", "--config", TINY, "--out", str(out), "--arm", "targeted", "--regions",
+        str(path), "--budget", "12", "--set", "collect.samples_per_shard=12",
+        "--set", "collect.replay_share=1", "--set", "collect.replay_max_steps=4"]))
+    m = read_manifest(out)
+    shard = read_shard(out / m["shards"][0]["file"])
+    assert [e["start"] for e in shard.episodes] == ["replay"] * 3
+    assert all(e["steps"] <= 4 for e in shard.episodes)
+    first = shard.arrays["pose"][shard.arrays["step"] == 0]
+    np.testing.assert_allclose(first[:, :2], [start["xy"]] * 3, atol=1e-5)
+    np.testing.assert_allclose(first[:, 2], start["yaw_rad"], atol=1e-5)
+
+
 def test_eval_and_training_seeds_are_disjoint():
     assert all(eval_seed("office_a", 0, i) >= EVAL_SEED_OFFSET for i in range(200))
     assert all(training_seed(0, "uniform", "office_a", "shard", s, "episode", j) < EVAL_SEED_OFFSET
@@ -101,3 +129,11 @@ def test_bad_regions_are_explained():
         parse_regions([{"share": 1}])
     with pytest.raises(ValueError, match="non-empty"):
         parse_regions([])
+    start = {"xy": [1, 2], "yaw_rad": 0.5, "goal_xy": [3, 4]}
+    with pytest.raises(ValueError, match="building-specific"):
+        parse_regions([{"causes": ["glass"], "starts": [start]}])
+    with pytest.raises(ValueError, match=r"starts\[0\]: a start needs"):
+        parse_regions([{"building_seed": 1, "areas": [{"kind": "circle", "points": [[1, 2]]}],
+                        "starts": [{"xy": [1, 2]}]}])
+    (r,) = parse_regions([{"building_seed": 1, "causes": ["glass"], "starts": [start]}])
+    assert r.starts == ({"xy": [1.0, 2.0], "yaw_rad": 0.5, "goal_xy": [3.0, 4.0]},)

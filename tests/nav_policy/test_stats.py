@@ -31,3 +31,23 @@ def test_summary_counts_causes():
     assert s["eval/timeout_rate"] == 0.25
     lo, hi = s["eval/failure_rate_ci95"]
     assert lo < 0.5 < hi
+
+
+def test_paired_difference_uses_the_discordant_episodes():
+    from nav_policy.stats import paired_difference
+
+    # 30 episodes both fail, 5 only the first, 20 only the second, 145 neither.
+    a = [True] * 30 + [True] * 5 + [False] * 20 + [False] * 145
+    b = [True] * 30 + [False] * 5 + [True] * 20 + [False] * 145
+    r = paired_difference(a, b)
+    assert (r["only_a_failed"], r["only_b_failed"], r["episodes"]) == (5, 20, 200)
+    assert r["difference"] == pytest.approx(-0.075)
+    lo, hi = r["ci95"]
+    assert lo < -0.075 < hi < 0  # a clear improvement ...
+    assert r["mcnemar_p"] == pytest.approx(0.004077, abs=1e-5)  # 2 * P(Bin(25, .5) <= 5)
+    # ... which two separate Wilson intervals would not show: they overlap.
+    assert wilson_interval(35, 200)[1] > wilson_interval(50, 200)[0]
+    same = paired_difference(a, a)
+    assert same["difference"] == 0 and same["mcnemar_p"] == 1.0
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_difference(a, b[:-1])
