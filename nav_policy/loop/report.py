@@ -290,8 +290,8 @@ def report_markdown(results: dict) -> str:
         lines += ["", "## Paired comparison on the same evaluation episodes", "",
                   "Difference of failure rates (first minus second), Agresti-Min 95% interval,",
                   "episodes only one of the two failed, McNemar exact p.", "",
-                  "| comparison | set | difference | 95% CI | only first / only second failed "
-                  "| p |", "|---|---|---|---|---|---|"]
+                  ("| comparison | set | difference | 95% CI | only first / only second "
+                   "failed | p |"), "|---|---|---|---|---|---|"]
         for name, sets in results["paired"].items():
             for which, r in sets.items():
                 lines.append(f"| {name} | {SET_LABELS[which]} | {_pct(r['difference'])} | "
