@@ -30,7 +30,7 @@ TINY = {
     },
     "base": {"budget_samples": 300, "seed": 0},
     "eval": {"in_distribution_rollouts": 3, "ood_rollouts": 2, "mining_rollouts": 6},
-    "regions": {"catalogue_buildings": 2},
+    "regions": {"catalogue_buildings": 2, "replay_offsets_s": [0.3, 1.0]},
     "arms": ["targeted_semantic", "uniform"],
     "budget_samples": 200,
     "collection": "dagger",
@@ -51,7 +51,8 @@ def test_tiny_loop_end_to_end_and_rerun(tmp_path, embedded_backend):
         assert key in results, key
     assert set(results["policies"]) == {"base", "targeted_semantic", "uniform"}
     # Paired on the same evaluation episodes: the arm against uniform and against base.
-    assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base"}
+    assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base",
+                                      "uniform vs base"}
     assert results["paired"]["targeted_semantic vs uniform"]["in_distribution"]["episodes"] == 3
     for pol, sets in results["policies"].items():
         assert set(sets) == {"in_distribution", "ood"}, pol
@@ -158,5 +159,5 @@ def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, monkeypat
     assert not set(redone) & finished
     assert set(results["policies"]) == {"base", "targeted_semantic", "uniform"}
     # Paired on the same evaluation episodes: the arm against uniform and against base.
-    assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base"}
-    assert results["paired"]["targeted_semantic vs uniform"]["in_distribution"]["episodes"] == 3
+    assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base",
+                                      "uniform vs base"}
