@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from failtax_common import atomic_write_json, atomic_write_text
+from failtax_common import atomic_write_json, atomic_write_text, read_jsonl
 from nav_policy.loop.config import LoopConfig
 from nav_policy.stats import paired_difference, wilson_interval
 
@@ -62,18 +62,8 @@ def _set_result(summary: dict) -> dict:
 
 def _failed_by_episode(path: Path) -> dict[int, bool]:
     """Episode index → collided, from an evaluation's rollouts.jsonl."""
-    out: dict[int, bool] = {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                    out[int(r["index"])] = r.get("outcome") == "collision"
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue
-    except OSError:
-        return {}
-    return out
+    return {int(r["index"]): r.get("outcome") == "collision" for r in read_jsonl(path)
+            if "index" in r}
 
 
 def paired_comparisons(out: Path, policies: list[str]) -> dict[str, dict]:
