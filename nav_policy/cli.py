@@ -119,6 +119,25 @@ def evaluate(config, sets, checkpoint, out, family, rollouts, eval_set, workers)
 
 
 @nav.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--data", "data", multiple=True, required=True,
+              type=click.Path(file_okay=False, exists=True),
+              help="Dataset folder, repeatable (DAgger data: the states a policy visits).")
+@click.option("--max-samples", type=int, default=20000, show_default=True,
+              help="Random subset per folder (0: all).")
+def agreement(checkpoint, data, max_samples) -> None:
+    """Does the policy command what the expert labelled? Turn and speed R², and how hard it
+    turns where the expert turns hard, per dataset folder (JSON)."""
+    from nav_policy.train import label_agreement
+
+    try:
+        res = {d: label_agreement(checkpoint, d, max_samples=max_samples or None) for d in data}
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(res, indent=2))
+
+
+@nav.command()
 @_common
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Evaluation folder.")
 @click.option("--family", default=None, help="office_a (in-distribution) or office_b (held out).")

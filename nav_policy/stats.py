@@ -1,4 +1,4 @@
-"""Failure-rate statistics: Wilson score intervals and outcome summaries."""
+"""Failure-rate statistics: Wilson and paired intervals, replicate means, outcome summaries."""
 
 from __future__ import annotations
 
@@ -77,6 +77,39 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = Z_95) -> 
     p = min(1.0, 2.0 * sum(math.comb(t, i) for i in range(k + 1)) / 2.0 ** t) if t else 1.0
     return {"difference": diff, "ci95": [max(-1.0, d - z * se), min(1.0, d + z * se)],
             "only_a_failed": only_a, "only_b_failed": only_b, "episodes": n, "mcnemar_p": p}
+
+
+def replicate_mean(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean of a quantity over independent replicates, with a Student-t interval.
+
+    Each replicate repeats the random parts of an experiment (data collection and
+    training seeds); the spread between replicates holds that noise, which a
+    binomial interval over one replicate's rollouts does not.
+
+    Args:
+        values: one value per replicate (e.g. a failure rate or a paired difference).
+        level: confidence level of the interval.
+
+    Returns:
+        {"mean", "sd" (sample standard deviation, None for one value), "ci95" (t interval
+         of the mean, None for one value), "replicates"}.
+
+    Example:
+        >>> r = replicate_mean([0.30, 0.34, 0.38])
+        >>> round(r["mean"], 2), round(r["sd"], 2), [round(v, 3) for v in r["ci95"]]
+        (0.34, 0.04, [0.241, 0.439])
+    """
+    from scipy.stats import t as student_t
+
+    n = len(values)
+    if n == 0:
+        raise ValueError("no replicates")
+    mean = sum(values) / n
+    if n == 1:
+        return {"mean": mean, "sd": None, "ci95": None, "replicates": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "replicates": n}
 
 
 def summarize_outcomes(outcomes: Iterable[str], causes: Iterable[str | None]) -> dict:

@@ -44,6 +44,7 @@ from nav_policy.model import (
     NavPolicyNet,
     RobotLimits,
     load_checkpoint,
+    net_command,
     net_targets,
     save_checkpoint,
     vector_features,
@@ -122,6 +123,63 @@ def evaluate_loss(net: nn.Module, images: torch.Tensor, vec: torch.Tensor, tgt: 
         pred = net(_batch_images(images, b, 0.0, None), vec[b])
         total += float(_loss(pred, tgt[b], turn_weight)) * len(b)
     return total / len(idx)
+
+
+@torch.no_grad()
+def label_agreement(checkpoint: str | os.PathLike, dataset_dir: str | os.PathLike, *,
+                    max_samples: int | None = 20000, seed: int = 0,
+                    hard_turn_share: float = 0.5) -> dict[str, Any]:
+    """How closely a policy's commands follow the expert's labels on a dataset.
+
+    Run on DAgger data (the states a policy visits, labelled by the expert) it says
+    whether the policy would have turned where the expert turned: the failure
+    rate says that the policy fails, this says how. In command space (m/s, rad/s),
+    not the net's scaled outputs.
+
+    Args:
+        checkpoint: the policy.
+        dataset_dir: a collected dataset (its manifest's samples).
+        max_samples: evaluate a random subset of this size (None: all).
+        seed: seed of the subset.
+        hard_turn_share: a label is a hard turn at this share of the maximum turn rate.
+
+    Returns:
+        {"samples", "turn_r2", "speed_r2", "turn_mae_radps", "hard_turns": {"share",
+         "expert_radps" (mean |w|), "policy_radps" (the policy's turn rate in the
+         expert's direction, mean), "ratio", "same_direction"}}.
+    """
+    net, _ = load_checkpoint(checkpoint)
+    net.eval()
+    data = load_datasets([dataset_dir])
+    idx = np.arange(len(data))
+    if max_samples is not None and len(idx) > max_samples:
+        idx = np.sort(derive_rng(seed, "agreement").choice(idx, max_samples, replace=False))
+    cfg, limits = net.config, net.limits
+    target = (data.route if cfg.target_input == "route" else data.goal)[idx]
+    feats = torch.from_numpy(vector_features(data.velocity[idx], target, limits, cfg.goal_range_m,
+                                             cfg.ego_inputs))
+    images = torch.from_numpy(data.image[idx])
+    outs = [net(_batch_images(images, torch.arange(s, min(s + 512, len(idx))), 0.0, None),
+                feats[s: s + 512]).numpy() for s in range(0, len(idx), 512)]
+    pol = net_command(np.concatenate(outs), target, cfg, limits)
+    exp = np.asarray(data.command[idx], np.float64)
+
+    def r2(a: np.ndarray, b: np.ndarray) -> float | None:
+        var = float(b.var())
+        return 1.0 - float(((a - b) ** 2).mean()) / var if var > 0 else None
+
+    w_exp, w_pol = exp[:, 1], pol[:, 1]
+    hard = np.abs(w_exp) >= hard_turn_share * limits.max_turn_rate_radps
+    hard_turns: dict[str, float | None] = {"share": float(hard.mean()), "expert_radps": None,
+                                           "policy_radps": None, "ratio": None,
+                                           "same_direction": None}
+    if hard.any():
+        toward = w_pol[hard] * np.sign(w_exp[hard])
+        e, t = float(np.abs(w_exp[hard]).mean()), float(toward.mean())
+        hard_turns.update(expert_radps=e, policy_radps=t, ratio=t / e,
+                          same_direction=float((toward > 0).mean()))
+    return {"samples": len(idx), "turn_r2": r2(w_pol, w_exp), "speed_r2": r2(pol[:, 0], exp[:, 0]),
+            "turn_mae_radps": float(np.abs(w_pol - w_exp).mean()), "hard_turns": hard_turns}
 
 
 def train_policy(

@@ -26,18 +26,21 @@ import yaml
 def close_loop(preset, out_dir, sets, base_url, model, quiet, verbose):
     """Close the loop from failure taxonomy to a safer policy.
 
-    PRESET is `quick` (CPU, ~20 min), `full` (paper scale) or a loop YAML
-    (keys: nav_policy/loop/config.py). Stages: base policy → evaluate → mine
-    failures → `failtax discover` → regions (collision sites + semantic
-    matches) → collect B expert samples per arm (targeted_semantic,
+    PRESET is `quick` (CPU, ~20 min), `full` (paper scale, every arm 3 times)
+    or a loop YAML (keys: nav_policy/loop/config.py). Stages: base policy →
+    evaluate → mine failures → `failtax discover` → regions (collision sites +
+    semantic matches) → collect B expert samples per arm (targeted_semantic,
     targeted_collision, uniform; same budget and seeds) → fine-tune each arm →
     evaluate on fixed in-distribution and held-out sets → results.json,
-    report.md, report.html. Rerun the same command to resume; finished stages
-    are skipped.
+    report.md, report.html. `replicates: R` repeats every arm with its own
+    seeds and pools them in the report. Rerun the same command to resume;
+    finished stages are skipped, and raising `replicates` adds only the new
+    replicates.
 
     \b
         failtax close-loop quick --out runs/loop-quick
         failtax close-loop full --out runs/loop-full --set nav.train.device=cuda
+        failtax close-loop quick --out runs/loop-quick --set replicates=3
     """
     from nav_policy.loop.config import load_loop_config
     from nav_policy.loop.run import run_loop

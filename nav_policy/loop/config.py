@@ -112,6 +112,12 @@ class LoopConfig(StrictModel):
     collection: Literal["expert", "dagger"] = "expert"
     dagger_beta: float = Field(0.5, ge=0, le=1)  # dagger: probability the expert's action runs
     cycles: int = Field(1, ge=1)  # discover -> collect -> fine-tune rounds per arm
+    # independent repeats of every arm (collection seed and fine-tuning seed differ per
+    # replicate; base policy, taxonomy and regions are shared). Replicate 0 is the plain
+    # run, so raising this on a finished folder only adds the new replicates. The report
+    # pools them: one arm's failure rate moves with its collection and training seeds by
+    # about as much as arms differ (docs/results/loop-full-seed1/)
+    replicates: int = Field(1, ge=1)
     seed: int = 1  # collection seed of the arms (the same for every arm; != base.seed)
     # fine-tuning epochs (None: nav.train.epochs)
     finetune_epochs: int | None = Field(None, ge=1)

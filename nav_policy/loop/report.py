@@ -13,6 +13,12 @@ results.json (schema_version 1)::
      "relative_reduction": {policy: {set: (base - policy) / base}},
      "paired": {"<policy> vs <other>": {set: {"difference", "ci95", "only_a_failed",
                                                "only_b_failed", "episodes", "mcnemar_p"}}},
+     "replicates": {} or {"count", "arms": {arm: {set: {"policies", "failure_rates",
+                          "mean": {"mean", "sd", "ci95", "replicates"},
+                          "pooled": {"failure_rate", "ci95", "failures", "rollouts",
+                                     "relative_reduction"}}}},
+                    "paired": {"<arm> vs uniform|base": {set: {"differences", "mean",
+                                                               "pooled": paired}}}},
      "causes": {set: {cause: {policy: n}}},
      "taxonomies": [{"cycle", "policy", "mining": {...}, "modes": [...], "outliers"}],
      "stage_seconds": {stage: s}, "seconds_by_kind": {kind: s}, "total_seconds": s,
@@ -31,7 +37,7 @@ from typing import Any
 
 from failtax_common import atomic_write_json, atomic_write_text, read_jsonl
 from nav_policy.loop.config import LoopConfig
-from nav_policy.stats import paired_difference, wilson_interval
+from nav_policy.stats import paired_difference, replicate_mean, wilson_interval
 
 SCHEMA_VERSION = 1
 SET_LABELS = {"in_distribution": "in-distribution", "ood": "held-out (OOD)"}
@@ -66,21 +72,101 @@ def _failed_by_episode(path: Path) -> dict[int, bool]:
             if "index" in r}
 
 
+def split_policy_name(name: str) -> tuple[str, int, str]:
+    """`targeted_semantic@r2@cycle1` → ("targeted_semantic", 2, "@cycle1")."""
+    arm, *tags = name.split("@")
+    rep = next((int(t[1:]) for t in tags if t[:1] == "r" and t[1:].isdigit()), 0)
+    cycle = "".join(f"@{t}" for t in tags if t.startswith("cycle"))
+    return arm, rep, cycle
+
+
+def _uniform_of(pol: str) -> str:
+    """The uniform policy of the same replicate and cycle as `pol`."""
+    _, _, rest = pol.partition("@")
+    return "uniform" + (f"@{rest}" if rest else "")
+
+
+def _paired_pairs(out: Path, pol: str, other: str, which: str) -> list[tuple[bool, bool]]:
+    """(pol failed, other failed) per evaluation episode both ran."""
+    a = _failed_by_episode(out / "evals" / pol / which / "rollouts.jsonl")
+    b = _failed_by_episode(out / "evals" / other / which / "rollouts.jsonl")
+    return [(a[i], b[i]) for i in sorted(set(a) & set(b))]
+
+
+def _comparisons(policies: list[str]) -> list[tuple[str, str, str]]:
+    """(label, policy, other): each fine-tuned policy against the uniform policy of its
+    replicate and cycle (same budget) and against base; labels name replicate-0 pairs."""
+    out = []
+    for pol in policies:
+        if pol == "base":
+            continue
+        for other, label in ((_uniform_of(pol), "uniform"), ("base", "base")):
+            if pol != other and other in policies:
+                out.append((f"{pol} vs {label}", pol, other))
+    return out
+
+
 def paired_comparisons(out: Path, policies: list[str]) -> dict[str, dict]:
     """Each fine-tuned arm against uniform (same budget) and against base, episode by episode."""
     res: dict[str, dict] = {}
-    for pol in policies:
-        for other in ("uniform", "base"):
-            if pol in (other, "base") or other not in policies:
-                continue
-            for which in ("in_distribution", "ood"):
-                a = _failed_by_episode(out / "evals" / pol / which / "rollouts.jsonl")
-                b = _failed_by_episode(out / "evals" / other / which / "rollouts.jsonl")
-                common = sorted(set(a) & set(b))
-                if common:
-                    res.setdefault(f"{pol} vs {other}", {})[which] = paired_difference(
-                        [a[i] for i in common], [b[i] for i in common])
+    for label, pol, other in _comparisons(policies):
+        for which in ("in_distribution", "ood"):
+            pairs = _paired_pairs(out, pol, other, which)
+            if pairs:
+                res.setdefault(label, {})[which] = paired_difference(
+                    [x for x, _ in pairs], [y for _, y in pairs])
     return res
+
+
+def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
+    """Every arm over its replicates: per-replicate values, their mean with a t interval
+    (training and collection noise included), and all rollouts pooled (evaluation noise
+    only: a Wilson interval, and a paired comparison over every (replicate, episode) pair).
+    Empty when no arm has more than one replicate."""
+    groups: dict[str, list[str]] = {}
+    for pol in policies:
+        if pol == "base":
+            continue
+        arm, _, cycle = split_policy_name(pol)
+        groups.setdefault(arm + cycle, []).append(pol)
+    if all(len(v) < 2 for v in groups.values()):
+        return {}
+    base = policies.get("base", {})
+    arms: dict[str, dict] = {}
+    for key, pols in groups.items():
+        for which in ("in_distribution", "ood"):
+            rs = [policies[p][which] for p in pols if which in policies[p]]
+            if not rs:
+                continue
+            k, n = sum(r["failures"] for r in rs), sum(r["rollouts"] for r in rs)
+            b = base.get(which, {}).get("failure_rate")
+            arms.setdefault(key, {})[which] = {
+                "policies": [p for p in pols if which in policies[p]],
+                "failure_rates": [r["failure_rate"] for r in rs],
+                "mean": replicate_mean([r["failure_rate"] for r in rs]),
+                "pooled": {"failure_rate": k / n, "ci95": list(wilson_interval(k, n)),
+                           "failures": k, "rollouts": n,
+                           "relative_reduction": (b - k / n) / b if b else None}}
+    paired: dict[str, dict] = {}
+    by_label: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for _, pol, other in _comparisons(list(policies)):
+        arm, _, cycle = split_policy_name(pol)
+        label = "uniform" if other != "base" else "base"
+        by_label.setdefault((arm + cycle, label), []).append((pol, other))
+    for (key, label), pairs_of in by_label.items():
+        for which in ("in_distribution", "ood"):
+            per_rep, pooled = [], []
+            for pol, other in pairs_of:
+                pairs = _paired_pairs(out, pol, other, which)
+                if pairs:
+                    per_rep.append(paired_difference([x for x, _ in pairs],
+                                                     [y for _, y in pairs])["difference"])
+                    pooled += pairs
+            if pooled:
+                paired.setdefault(f"{key} vs {label}", {})[which] = {
+                    "differences": per_rep, "mean": replicate_mean(per_rep),
+                    "pooled": paired_difference([x for x, _ in pooled], [y for _, y in pooled])}
+    return {"count": max(len(v) for v in groups.values()), "arms": arms, "paired": paired}
 
 
 def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
@@ -144,6 +230,7 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
         "eval": cfg.eval.model_dump(mode="json"), "policies": policies,
         "relative_reduction": reduction,
         "paired": paired_comparisons(out, list(policies)),
+        "replicates": pooled_replicates(out, policies),
         "causes": causes, "taxonomies": taxonomies,
         "stage_seconds": secs, "seconds_by_kind": by_kind,
         "total_seconds": sum(secs.values()),
@@ -288,6 +375,7 @@ def report_markdown(results: dict) -> str:
                              f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | "
                              f"{r['only_a_failed']} / {r['only_b_failed']} | "
                              f"{r['mcnemar_p']:.2g} |")
+    lines += _replicates_markdown(results.get("replicates") or {})
     for which, table in results["causes"].items():
         pols = [p for p in results["policies"] if which in results["policies"][p]]
         lines += ["", f"## Failures by ground-truth cause ({SET_LABELS[which]})", "",
@@ -317,6 +405,43 @@ def report_markdown(results: dict) -> str:
     lines.append(f"| **total** | **{results['total_seconds']:.1f}** | "
                  f"**{results.get('total_cpu_seconds', 0.0):.1f}** |")
     return "\n".join(lines) + "\n"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "–" if ci is None else f"{_pct(ci[0])}–{_pct(ci[1])}"
+
+
+def _replicates_markdown(reps: dict) -> list[str]:
+    """The replicate tables of report.md (nothing without replicates)."""
+    if not reps:
+        return []
+    lines = ["", (f"## Replicates: every arm {reps['count']} times (own collection and "
+                  "training seeds)"), "",
+             "Mean over replicates with a t interval (holds collection and training noise);",
+             "pooled: all rollouts together, Wilson interval (evaluation noise only).", "",
+             ("| arm | set | per replicate | mean (t 95% CI) | pooled (95% CI) | pooled rel. "
+              "reduction |"), "|---|---|---|---|---|---|"]
+    for key, sets in reps["arms"].items():
+        for which, r in sets.items():
+            pooled, red = r["pooled"], r["pooled"]["relative_reduction"]
+            lines.append(f"| {key} | {SET_LABELS[which]} | "
+                         f"{', '.join(_pct(v) for v in r['failure_rates'])} | "
+                         f"{_pct(r['mean']['mean'])} ({_ci(r['mean']['ci95'])}) | "
+                         f"{_pct(pooled['failure_rate'])} ({_ci(pooled['ci95'])}) | "
+                         f"{'' if red is None else _pct(red)} |")
+    lines += ["", ("Paired differences (first minus second), per replicate on the same "
+                   "episodes; pooled over every (replicate, episode) pair."), "",
+              ("| comparison | set | per replicate | mean (t 95% CI) | pooled (95% CI) | "
+               "pooled p |"), "|---|---|---|---|---|---|"]
+    for name, sets in reps["paired"].items():
+        for which, r in sets.items():
+            pooled = r["pooled"]
+            lines.append(f"| {name} | {SET_LABELS[which]} | "
+                         f"{', '.join(_pct(v) for v in r['differences'])} | "
+                         f"{_pct(r['mean']['mean'])} ({_ci(r['mean']['ci95'])}) | "
+                         f"{_pct(pooled['difference'])} ({_ci(pooled['ci95'])}) | "
+                         f"{pooled['mcnemar_p']:.2g} |")
+    return lines
 
 
 def report_html(results: dict, images: list[tuple[str, str]], markdown: str) -> str:

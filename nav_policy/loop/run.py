@@ -11,6 +11,7 @@
       cycle<k>/<policy>/discover/  the failtax run folder (taxonomy.json, assignments.jsonl)
       cycle<k>/<policy>/regions.json, regions_<arm>.json
       cycle<k>/<arm>/data/, cycle<k>/<arm>/policy/   new expert data, fine-tuned policy
+                                (`<arm>@r<j>`: replicate j, with its own seeds)
       results.json, report.md, report.html
 
 Every stage is skipped when its outputs exist and its last `finish` line in
@@ -19,7 +20,9 @@ files); the stages underneath (collect, train, evaluate, discover) also resume
 a partially done folder on their own, so a killed loop continues where it
 stopped. Arms share the seeds and the budget: the same collection seed for
 every arm, B samples each, fine-tuned with the same settings from the same
-checkpoint on base + new data.
+checkpoint on base + new data. With `replicates: R` every arm runs R times;
+replicate j > 0 draws its own collection seed (shared by its arms) and
+fine-tunes with seed `nav.train.seed + j`.
 """
 
 from __future__ import annotations
@@ -250,26 +253,31 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
 
     evaluate_policy("base", base_ckpt)
 
-    # ---- cycles: each arm continues from its own policy
-    current = {arm: base_ckpt for arm in cfg.arms}
-    data_so_far: dict[str, list[Path]] = {arm: [base_data] for arm in cfg.arms}
+    # ---- cycles: each arm (and each replicate of it) continues from its own policy
+    lineages = [(arm, rep, replicate_name(arm, rep)) for rep in range(cfg.replicates)
+                for arm in cfg.arms]
+    current = {name: base_ckpt for _, _, name in lineages}
+    data_so_far: dict[str, list[Path]] = {name: [base_data] for _, _, name in lineages}
     ft_epochs = cfg.finetune_epochs or cfg.nav.train.epochs
     for cycle in range(cfg.cycles):
         # Failure mining and discovery once per distinct policy (all arms share the base).
         regions_by_policy: dict[str, Path] = {}
-        for arm in cfg.arms:
+        for arm, _, lineage in lineages:
             if arm == "uniform":
                 continue
-            policy = "base" if cycle == 0 else f"{arm}"
+            policy = "base" if cycle == 0 else lineage
             if policy in regions_by_policy:
                 continue
             cdir = out / f"cycle{cycle}" / policy
-            regions_by_policy[policy] = _discover_regions(cfg, st, cdir, current[arm],
+            regions_by_policy[policy] = _discover_regions(cfg, st, cdir, current[lineage],
                                                           f"cycle{cycle}/{policy}", backend,
                                                           progress)
-        collect_seed = int(derive_seed(cfg.seed, "arms", cycle) % (1 << 31))
-        for arm in cfg.arms:
-            adir = out / f"cycle{cycle}" / arm
+        for arm, rep, lineage in lineages:
+            # Every arm of one replicate shares the collection seed; replicate 0 keeps the
+            # seeds of a run without replicates.
+            collect_seed = int(derive_seed(cfg.seed, "arms", cycle, *(
+                ("replicate", rep) if rep else ())) % (1 << 31))
+            adir = out / f"cycle{cycle}" / lineage
             data = adir / "data"
             overrides: dict[str, Any] = {
                 "collect.seed": collect_seed, "collect.budget_samples": cfg.budget_samples,
@@ -278,38 +286,39 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                 "collect.regions_path": None, "collect.dagger_checkpoint": None}
             dagger_hash = None
             if cfg.collection == "dagger":
-                overrides["collect.dagger_checkpoint"] = str(current[arm])
+                overrides["collect.dagger_checkpoint"] = str(current[lineage])
                 overrides["collect.dagger_beta"] = cfg.dagger_beta
-                dagger_hash = file_hash(current[arm])
+                dagger_hash = file_hash(current[lineage])
             regions_hash = None
             if arm != "uniform":
-                policy = "base" if cycle == 0 else arm
+                policy = "base" if cycle == 0 else lineage
                 rdir = regions_by_policy[policy].parent
                 rfile = rdir / f"regions_{arm}.json"
                 overrides["collect.regions_path"] = str(rfile)
                 regions_hash = file_hash(rfile)
             ncfg = nav_config(cfg, **overrides)
-            st.run(f"cycle{cycle}/{arm}/collect",
+            st.run(f"cycle{cycle}/{lineage}/collect",
                    {"nav": _nav_section(cfg, *collect_sections),
                     "collect": {**ncfg.collect.model_dump(mode="json"), "regions_path": None,
                                 "dagger_checkpoint": None},
                     "regions": regions_hash, "dagger": dagger_hash},
                    [data / "manifest.json"], lambda ncfg=ncfg, data=data: collect(
                        ncfg, data, progress=progress))
-            data_so_far[arm].append(data)
+            data_so_far[lineage].append(data)
             ckpt = adir / "policy" / "model.pt"
-            tcfg = nav_config(cfg, **{"train.epochs": ft_epochs})
-            dirs = list(data_so_far[arm])
-            init = current[arm]
-            st.run(f"cycle{cycle}/{arm}/finetune",
+            tcfg = nav_config(cfg, **{"train.epochs": ft_epochs,
+                                      "train.seed": cfg.nav.train.seed + rep})
+            dirs = list(data_so_far[lineage])
+            init = current[lineage]
+            st.run(f"cycle{cycle}/{lineage}/finetune",
                    {"nav": {"model": tcfg.model.model_dump(mode="json"),
                             "train": tcfg.train.model_dump(mode="json")},
                     "data": [_manifest_id(d) for d in dirs], "init": file_hash(init)},
                    [ckpt], lambda tcfg=tcfg, dirs=dirs, init=init, ckpt=ckpt: train_policy(
                        tcfg, dirs, ckpt.parent, init_checkpoint=init, progress=progress),
                    on_change="refuse")
-            current[arm] = ckpt
-            name = arm if cfg.cycles == 1 else f"{arm}@cycle{cycle}"
+            current[lineage] = ckpt
+            name = lineage if cfg.cycles == 1 else f"{lineage}@cycle{cycle}"
             evaluate_policy(name, ckpt)
 
     from nav_policy.loop.report import write_results
@@ -322,6 +331,11 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
     # The report is rebuilt every time (cheap), so wall times include this run's stages.
     st.run("report", {"t": time.time()}, [out / "results.json", out / "report.html"], report)
     return results
+
+
+def replicate_name(arm: str, rep: int) -> str:
+    """Folder and policy name of one replicate of an arm: `uniform`, `uniform@r1`, ..."""
+    return arm if rep == 0 else f"{arm}@r{rep}"
 
 
 def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, tag: str,

@@ -161,3 +161,25 @@ def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, monkeypat
     # Paired on the same evaluation episodes: the arm against uniform and against base.
     assert set(results["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base",
                                       "uniform vs base"}
+
+    # A second replicate on the finished folder runs only the new replicate's stages, with
+    # its own collection seed (shared by its arms) and its own fine-tuning seed.
+    cfg2 = cfg.model_copy(update={"replicates": 2})
+    before = len(read_jsonl(out / "stages.jsonl"))
+    results = run_loop(cfg2, out, progress=False)
+    added = [r["stage"] for r in read_jsonl(out / "stages.jsonl")[before:] if r["event"] == "start"]
+    assert added == [f"{s}/{a}@r1{t}" for a in cfg.arms for s, t in (
+        ("cycle0", "/collect"), ("cycle0", "/finetune"), ("evaluate", "/in_distribution"))
+    ] + ["report"], added
+    seeds = {d: json.loads((out / "cycle0" / d / "data" / "manifest.json").read_text())["seed"]
+             for d in ("uniform", "uniform@r1", "targeted_semantic@r1")}
+    assert seeds["uniform@r1"] == seeds["targeted_semantic@r1"] != seeds["uniform"]
+    train_seeds = [json.loads((out / "cycle0" / d / "policy" / "train_config.json").read_text())
+                   ["config"]["train"]["seed"] for d in ("uniform", "uniform@r1")]
+    assert train_seeds == [cfg.nav.train.seed, cfg.nav.train.seed + 1]
+    reps = results["replicates"]
+    assert reps["count"] == 2
+    assert reps["arms"]["uniform"]["in_distribution"]["pooled"]["rollouts"] == 4
+    assert len(reps["paired"]["targeted_semantic vs uniform"]["in_distribution"]
+               ["differences"]) == 2
+    assert "targeted_semantic@r1 vs uniform" in results["paired"]

@@ -51,3 +51,17 @@ def test_paired_difference_uses_the_discordant_episodes():
     assert same["difference"] == 0 and same["mcnemar_p"] == 1.0
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference(a, b[:-1])
+
+
+def test_replicate_mean_t_interval():
+    from nav_policy.stats import replicate_mean
+
+    r = replicate_mean([0.30, 0.34, 0.38])
+    assert r["mean"] == pytest.approx(0.34) and r["sd"] == pytest.approx(0.04)
+    # t(0.975, 2 df) = 4.303
+    assert r["ci95"] == pytest.approx([0.34 - 4.303 * 0.04 / 3 ** 0.5,
+                                       0.34 + 4.303 * 0.04 / 3 ** 0.5], abs=1e-4)
+    one = replicate_mean([0.2])
+    assert one["sd"] is None and one["ci95"] is None and one["replicates"] == 1
+    with pytest.raises(ValueError, match="no replicates"):
+        replicate_mean([])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from nav_policy.model import RobotLimits, load_checkpoint
@@ -55,3 +56,46 @@ def test_fine_tune_starts_from_checkpoint(tmp_path, tiny_cfg, synthetic_dataset)
     assert m["train/num_samples"] + m["val/num_samples"] == 512
     _, extra = load_checkpoint(tmp_path / "ft" / "model.pt")
     assert extra["init_checkpoint"].endswith("model.pt")
+
+
+def test_label_agreement_measures_how_the_policy_follows_the_labels(tmp_path, tiny_cfg,
+                                                                     synthetic_dataset):
+    import numpy as np
+
+    from nav_policy.dataset import Shard, read_shard, write_manifest, write_shard
+    from nav_policy.model import images_to_tensor, net_command, vector_features
+    from nav_policy.train import label_agreement
+
+    data = synthetic_dataset(tmp_path / "data")
+    train_policy(_cfg(tiny_cfg, epochs=1), [data], tmp_path / "run", limits=LIMITS,
+                 progress=False)
+    ckpt = tmp_path / "run" / "model.pt"
+    net, _ = load_checkpoint(ckpt)
+    shard = read_shard(next((data / "shards").glob("*.npz")))
+    a = shard.arrays
+    target = a["route"] if net.config.target_input == "route" else a["goal"]
+    feats = vector_features(a["velocity"], target, net.limits, net.config.goal_range_m,
+                            net.config.ego_inputs)
+    with torch.no_grad():
+        out = net.eval()(images_to_tensor(a["image"]), torch.from_numpy(feats)).numpy()
+    own = net_command(out, target, net.config, net.limits).astype(np.float32)
+
+    def relabel(name, command):
+        root = tmp_path / name
+        write_shard(root, Shard(0, {**a, "command": command}, shard.episodes, "synthetic"))
+        write_manifest(root, {"arm": "synthetic", "fingerprint": name}, {0: len(command)},
+                       len(command))
+        # "hard" here: the policy's own larger turns (a 1-epoch net turns gently)
+        share = 0.5 * float(np.abs(own[:, 1]).max()) / net.limits.max_turn_rate_radps
+        return label_agreement(ckpt, root, max_samples=None, hard_turn_share=share)
+
+    same = relabel("own", own)  # the expert labelled exactly what the policy commands
+    assert same["samples"] == 256 and same["turn_r2"] > 0.999 and same["speed_r2"] > 0.999
+    assert 0 < same["hard_turns"]["share"] < 1
+    assert same["hard_turns"]["ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert same["hard_turns"]["same_direction"] == 1.0
+    flipped = relabel("flipped", own * np.array([1.0, -1.0], np.float32))
+    assert flipped["hard_turns"]["same_direction"] == 0.0
+    assert flipped["hard_turns"]["ratio"] == pytest.approx(-1.0, abs=1e-4)
+    assert flipped["turn_r2"] < 0
+    assert label_agreement(ckpt, tmp_path / "own", max_samples=100)["samples"] == 100

@@ -1,0 +1,79 @@
+"""Pooling replicates in the loop report: per-replicate values, t intervals, pooled pairs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from failtax_common import atomic_write_json
+from nav_policy.loop.config import LoopConfig
+from nav_policy.loop.report import collect_results, report_markdown, split_policy_name
+from nav_policy.stats import summarize_outcomes
+
+N = 20
+
+
+def _write_eval(out, policy, failed):
+    """evals/<policy>/in_distribution with episode i failed when i in `failed`."""
+    d = out / "evals" / policy / "in_distribution"
+    d.mkdir(parents=True)
+    outcomes = ["collision" if i in failed else "success" for i in range(N)]
+    rows = [{"index": i, "outcome": o} for i, o in enumerate(outcomes)]
+    (d / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_json(d / "summary.json", summarize_outcomes(
+        outcomes, ["glass" if o == "collision" else None for o in outcomes]))
+
+
+@pytest.fixture
+def loop_dir(tmp_path):
+    # base fails 10 of 20; uniform fails 6 then 8; semantic 3 then 9 (a noisy arm).
+    _write_eval(tmp_path, "base", set(range(10)))
+    _write_eval(tmp_path, "uniform", set(range(6)))
+    _write_eval(tmp_path, "uniform@r1", set(range(8)))
+    _write_eval(tmp_path, "targeted_semantic", {0, 1, 2})
+    _write_eval(tmp_path, "targeted_semantic@r1", set(range(9)))
+    return tmp_path
+
+
+def test_policy_names_split_into_arm_replicate_cycle():
+    assert split_policy_name("uniform") == ("uniform", 0, "")
+    assert split_policy_name("targeted_semantic@r2@cycle1") == ("targeted_semantic", 2, "@cycle1")
+    assert split_policy_name("uniform@cycle0") == ("uniform", 0, "@cycle0")
+
+
+def test_replicates_pool_rates_and_pair_within_each_replicate(loop_dir):
+    res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"], replicates=2),
+                          loop_dir)
+    # A replicate is compared with the uniform policy of its own replicate.
+    assert res["paired"]["targeted_semantic@r1 vs uniform"]["in_distribution"][
+        "difference"] == pytest.approx((9 - 8) / N)
+    reps = res["replicates"]
+    assert reps["count"] == 2
+    sem = reps["arms"]["targeted_semantic"]["in_distribution"]
+    assert sem["policies"] == ["targeted_semantic", "targeted_semantic@r1"]
+    assert sem["failure_rates"] == [0.15, 0.45]
+    assert sem["mean"]["mean"] == pytest.approx(0.30)
+    # t interval with 1 degree of freedom: 12.706 * sd / sqrt(2), sd = 0.212
+    assert sem["mean"]["ci95"][1] - 0.30 == pytest.approx(12.706 * 0.2121 / 2 ** 0.5, rel=1e-3)
+    assert sem["pooled"]["failures"] == 12 and sem["pooled"]["rollouts"] == 40
+    assert sem["pooled"]["relative_reduction"] == pytest.approx((0.5 - 0.3) / 0.5)
+    diff = reps["paired"]["targeted_semantic vs uniform"]["in_distribution"]
+    assert diff["differences"] == pytest.approx([-3 / N, 1 / N])
+    assert diff["pooled"]["episodes"] == 40
+    assert (diff["pooled"]["only_a_failed"], diff["pooled"]["only_b_failed"]) == (1, 3)
+    assert set(reps["paired"]) == {"targeted_semantic vs uniform", "targeted_semantic vs base",
+                                   "uniform vs base"}
+    md = report_markdown(res)
+    assert "## Replicates: every arm 2 times" in md and "15.0%, 45.0%" in md
+
+
+def test_no_replicates_no_replicate_section(loop_dir):
+    for p in ("uniform@r1", "targeted_semantic@r1"):
+        for f in (loop_dir / "evals" / p / "in_distribution").iterdir():
+            f.unlink()
+        (loop_dir / "evals" / p / "in_distribution").rmdir()
+        (loop_dir / "evals" / p).rmdir()
+    res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"]), loop_dir)
+    assert res["replicates"] == {}
+    assert "Replicates" not in report_markdown(res)
