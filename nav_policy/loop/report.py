@@ -361,7 +361,7 @@ def report_markdown(results: dict) -> str:
         for which, r in sets.items():
             red = results["relative_reduction"].get(pol, {}).get(which)
             lines.append(f"| {pol} | {SET_LABELS[which]} | {_pct(r['failure_rate'])} | "
-                         f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | {r['failures']}/"
+                         f"{_ci(r['ci95'])} | {r['failures']}/"
                          f"{r['rollouts']} | {'' if red is None else _pct(red)} |")
     if results.get("paired"):
         lines += ["", "## Paired comparison on the same evaluation episodes", "",
@@ -372,7 +372,7 @@ def report_markdown(results: dict) -> str:
         for name, sets in results["paired"].items():
             for which, r in sets.items():
                 lines.append(f"| {name} | {SET_LABELS[which]} | {_pct(r['difference'])} | "
-                             f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])} | "
+                             f"{_ci(r['ci95'])} | "
                              f"{r['only_a_failed']} / {r['only_b_failed']} | "
                              f"{r['mcnemar_p']:.2g} |")
     lines += _replicates_markdown(results.get("replicates") or {})
