@@ -79,7 +79,8 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = Z_95) -> 
             "only_a_failed": only_a, "only_b_failed": only_b, "episodes": n, "mcnemar_p": p}
 
 
-def replicate_mean(values: Sequence[float], level: float = 0.95) -> dict:
+def replicate_mean(values: Sequence[float], level: float = 0.95,
+                   bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
     """Mean of a quantity over independent replicates, with a Student-t interval.
 
     Each replicate repeats the random parts of an experiment (data collection and
@@ -89,6 +90,7 @@ def replicate_mean(values: Sequence[float], level: float = 0.95) -> dict:
     Args:
         values: one value per replicate (e.g. a failure rate or a paired difference).
         level: confidence level of the interval.
+        bounds: the interval is clipped to these (a rate: (0, 1); a difference: (-1, 1)).
 
     Returns:
         {"mean", "sd" (sample standard deviation, None for one value), "ci95" (t interval
@@ -109,7 +111,8 @@ def replicate_mean(values: Sequence[float], level: float = 0.95) -> dict:
         return {"mean": mean, "sd": None, "ci95": None, "replicates": 1}
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "replicates": n}
+    return {"mean": mean, "sd": sd, "replicates": n,
+            "ci95": [max(bounds[0], mean - half), min(bounds[1], mean + half)]}
 
 
 def summarize_outcomes(outcomes: Iterable[str], causes: Iterable[str | None]) -> dict:

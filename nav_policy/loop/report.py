@@ -143,7 +143,7 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
             arms.setdefault(key, {})[which] = {
                 "policies": [p for p in pols if which in policies[p]],
                 "failure_rates": [r["failure_rate"] for r in rs],
-                "mean": replicate_mean([r["failure_rate"] for r in rs]),
+                "mean": replicate_mean([r["failure_rate"] for r in rs], bounds=(0.0, 1.0)),
                 "pooled": {"failure_rate": k / n, "ci95": list(wilson_interval(k, n)),
                            "failures": k, "rollouts": n,
                            "relative_reduction": (b - k / n) / b if b else None}}
@@ -164,7 +164,7 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
                     pooled += pairs
             if pooled:
                 paired.setdefault(f"{key} vs {label}", {})[which] = {
-                    "differences": per_rep, "mean": replicate_mean(per_rep),
+                    "differences": per_rep, "mean": replicate_mean(per_rep, bounds=(-1.0, 1.0)),
                     "pooled": paired_difference([x for x, _ in pooled], [y for _, y in pooled])}
     return {"count": max(len(v) for v in groups.values()), "arms": arms, "paired": paired}
 
@@ -408,15 +408,15 @@ def report_markdown(results: dict) -> str:
 
 
 def _ci(ci: list[float] | None) -> str:
-    return "–" if ci is None else f"{_pct(ci[0])}–{_pct(ci[1])}"
+    return "–" if ci is None else f"{_pct(ci[0])} to {_pct(ci[1])}"
 
 
 def _replicates_markdown(reps: dict) -> list[str]:
     """The replicate tables of report.md (nothing without replicates)."""
     if not reps:
         return []
-    lines = ["", (f"## Replicates: every arm {reps['count']} times (own collection and "
-                  "training seeds)"), "",
+    lines = ["", (f"## Replicates: up to {reps['count']} per arm, each with its own "
+                  "collection and training seeds"), "",
              "Mean over replicates with a t interval (holds collection and training noise);",
              "pooled: all rollouts together, Wilson interval (evaluation noise only).", "",
              ("| arm | set | per replicate | mean (t 95% CI) | pooled (95% CI) | pooled rel. "

@@ -61,6 +61,7 @@ def test_replicate_mean_t_interval():
     # t(0.975, 2 df) = 4.303
     assert r["ci95"] == pytest.approx([0.34 - 4.303 * 0.04 / 3 ** 0.5,
                                        0.34 + 4.303 * 0.04 / 3 ** 0.5], abs=1e-4)
+    assert replicate_mean([0.1, 0.9], bounds=(0.0, 1.0))["ci95"] == [0.0, 1.0]
     one = replicate_mean([0.2])
     assert one["sd"] is None and one["ci95"] is None and one["replicates"] == 1
     with pytest.raises(ValueError, match="no replicates"):
