@@ -3,7 +3,9 @@
 Arms:
     uniform   random start/goal pairs (the sim's own sampler) over the family's buildings.
     targeted  start/goal pairs whose planned path passes near given regions
-              (`sim.query.MapQuery.sample_pairs_near`), regions drawn by share.
+              (`sim.query.MapQuery.sample_pairs_near`), regions drawn by share; or
+              replays of logged failures (`replay_share`); or, for `coverage_share`
+              of the episodes, pairs drawn as the uniform arm draws them.
 
 Both count their budget in samples (labelled states), so arms compare at
 equal cost. With `collect.dagger_checkpoint`, a trained policy drives with
@@ -66,6 +68,8 @@ def collection_fingerprint(cfg: NavConfig, regions_hash: str | None,
         # replays only change targeted data; other datasets keep their fingerprint
         **({"replay_share": c.replay_share, "replay_max_steps": c.replay_max_steps}
            if c.arm == "targeted" and c.replay_share else {}),
+        **({"coverage_share": c.coverage_share} if c.arm == "targeted" and c.coverage_share
+           else {}),
         "regions": regions_hash, "dagger": dagger_hash,
         "expert": cfg.expert.model_dump(mode="json"),
         "sim": load_sim_for(cfg).model_dump(mode="json"),
@@ -244,10 +248,12 @@ def collect_shard(cfg_json: dict, index: int, fingerprint: str) -> Shard:
     while n < c.samples_per_shard:
         ep_seed = training_seed(c.seed, c.arm, c.family, "shard", index, "episode", j)
         j += 1
-        if c.arm == "targeted":
+        coverage = c.arm == "targeted" and c.coverage_share > 0 and bool(
+            derive_rng(ep_seed, "coverage").random() < c.coverage_share)
+        if c.arm == "targeted" and not coverage:
             options, extra = _targeted_reset_options(cfg, ws, ep_seed)
         else:
-            options, extra = {"family": c.family}, {}
+            options, extra = {"family": c.family}, {"start": "coverage"} if coverage else {}
         cap = c.replay_max_steps if extra.get("start") == "replay" else None
         rows, record = _run_episode(cfg, ws, ep_seed, options, cap)
         record.update(extra)

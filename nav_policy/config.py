@@ -129,6 +129,10 @@ class CollectConfig(StrictModel):
     # DAgger the policy drives into the very situation it failed in while the expert labels
     replay_share: float = Field(0.0, ge=0, le=1)
     replay_max_steps: int | None = Field(None, ge=1)  # cap on a replayed episode (None: none)
+    # targeted: share of episodes drawn as the uniform arm draws them (any start and goal),
+    # so a policy fine-tuned on the data still sees ordinary driving: corners and doorways
+    # (without it, targeted fine-tuning traded hazard failures for corner failures)
+    coverage_share: float = Field(0.0, ge=0, le=1)
     start_noise_yaw_rad: float = Field(0.0, ge=0)  # extra heading noise at the start (augmentation)
     # Noise added to the executed action while the label stays the expert's
     # (DART-style), so the data shows how to recover from small drifts.

@@ -114,6 +114,17 @@ def test_targeted_collection_replays_logged_starts(tmp_path):
     first = shard.arrays["pose"][shard.arrays["step"] == 0]
     np.testing.assert_allclose(first[:, :2], [start["xy"]] * 3, atol=1e-5)
     np.testing.assert_allclose(first[:, 2], start["yaw_rad"], atol=1e-5)
+    # With a coverage share, some episodes are drawn as the uniform arm draws them.
+    mixed = tmp_path / "mixed"
+    _ok(CliRunner().invoke(nav, [
+        "collect", "--config", TINY, "--out", str(mixed), "--arm", "targeted", "--regions",
+        str(path), "--budget", "40", "--set", "collect.samples_per_shard=40",
+        "--set", "collect.replay_share=1", "--set", "collect.replay_max_steps=4",
+        "--set", "collect.coverage_share=0.5"]))
+    mm = read_manifest(mixed)
+    starts = [e["start"] for e in read_shard(mixed / mm["shards"][0]["file"]).episodes]
+    assert set(starts) == {"replay", "coverage"}, starts
+    assert mm["fingerprint"] != m["fingerprint"]
 
 
 def test_eval_and_training_seeds_are_disjoint():
