@@ -94,26 +94,26 @@ def _paired_pairs(out: Path, pol: str, other: str, which: str) -> list[tuple[boo
 
 
 def _comparisons(policies: list[str]) -> list[tuple[str, str, str]]:
-    """(label, policy, other): each fine-tuned policy against the uniform policy of its
-    replicate and cycle (same budget) and against base; labels name replicate-0 pairs."""
+    """(policy, other, "uniform" | "base"): each fine-tuned policy against the uniform
+    policy of its replicate and cycle (same budget) and against base."""
     out = []
     for pol in policies:
         if pol == "base":
             continue
-        for other, label in ((_uniform_of(pol), "uniform"), ("base", "base")):
+        for other, kind in ((_uniform_of(pol), "uniform"), ("base", "base")):
             if pol != other and other in policies:
-                out.append((f"{pol} vs {label}", pol, other))
+                out.append((pol, other, kind))
     return out
 
 
 def paired_comparisons(out: Path, policies: list[str]) -> dict[str, dict]:
     """Each fine-tuned arm against uniform (same budget) and against base, episode by episode."""
     res: dict[str, dict] = {}
-    for label, pol, other in _comparisons(policies):
+    for pol, other, kind in _comparisons(policies):
         for which in ("in_distribution", "ood"):
             pairs = _paired_pairs(out, pol, other, which)
             if pairs:
-                res.setdefault(label, {})[which] = paired_difference(
+                res.setdefault(f"{pol} vs {kind}", {})[which] = paired_difference(
                     [x for x, _ in pairs], [y for _, y in pairs])
     return res
 
@@ -149,10 +149,9 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
                            "relative_reduction": (b - k / n) / b if b else None}}
     paired: dict[str, dict] = {}
     by_label: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for _, pol, other in _comparisons(list(policies)):
+    for pol, other, kind in _comparisons(list(policies)):
         arm, _, cycle = split_policy_name(pol)
-        label = "uniform" if other != "base" else "base"
-        by_label.setdefault((arm + cycle, label), []).append((pol, other))
+        by_label.setdefault((arm + cycle, kind), []).append((pol, other))
     for (key, label), pairs_of in by_label.items():
         for which in ("in_distribution", "ood"):
             per_rep, pooled = [], []
