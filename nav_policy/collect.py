@@ -248,12 +248,12 @@ def collect_shard(cfg_json: dict, index: int, fingerprint: str) -> Shard:
     while n < c.samples_per_shard:
         ep_seed = training_seed(c.seed, c.arm, c.family, "shard", index, "episode", j)
         j += 1
-        coverage = c.arm == "targeted" and c.coverage_share > 0 and bool(
-            derive_rng(ep_seed, "coverage").random() < c.coverage_share)
-        if c.arm == "targeted" and not coverage:
-            options, extra = _targeted_reset_options(cfg, ws, ep_seed)
+        if c.arm != "targeted":
+            options, extra = {"family": c.family}, {}
+        elif c.coverage_share and derive_rng(ep_seed, "coverage").random() < c.coverage_share:
+            options, extra = {"family": c.family}, {"start": "coverage"}
         else:
-            options, extra = {"family": c.family}, {"start": "coverage"} if coverage else {}
+            options, extra = _targeted_reset_options(cfg, ws, ep_seed)
         cap = c.replay_max_steps if extra.get("start") == "replay" else None
         rows, record = _run_episode(cfg, ws, ep_seed, options, cap)
         record.update(extra)

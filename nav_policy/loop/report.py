@@ -93,6 +93,11 @@ def _paired_pairs(out: Path, pol: str, other: str, which: str) -> list[tuple[boo
     return [(a[i], b[i]) for i in sorted(set(a) & set(b))]
 
 
+def _difference_of(pairs: list[tuple[bool, bool]]) -> dict:
+    """paired_difference of (policy failed, other failed) pairs."""
+    return paired_difference([x for x, _ in pairs], [y for _, y in pairs])
+
+
 def _comparisons(policies: list[str]) -> list[tuple[str, str, str]]:
     """(policy, other, "uniform" | "base"): each fine-tuned policy against the uniform
     policy of its replicate and cycle (same budget) and against base."""
@@ -113,8 +118,7 @@ def paired_comparisons(out: Path, policies: list[str]) -> dict[str, dict]:
         for which in ("in_distribution", "ood"):
             pairs = _paired_pairs(out, pol, other, which)
             if pairs:
-                res.setdefault(f"{pol} vs {kind}", {})[which] = paired_difference(
-                    [x for x, _ in pairs], [y for _, y in pairs])
+                res.setdefault(f"{pol} vs {kind}", {})[which] = _difference_of(pairs)
     return res
 
 
@@ -148,23 +152,22 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
                            "failures": k, "rollouts": n,
                            "relative_reduction": (b - k / n) / b if b else None}}
     paired: dict[str, dict] = {}
-    by_label: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    by_kind: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for pol, other, kind in _comparisons(list(policies)):
         arm, _, cycle = split_policy_name(pol)
-        by_label.setdefault((arm + cycle, kind), []).append((pol, other))
-    for (key, label), pairs_of in by_label.items():
+        by_kind.setdefault((arm + cycle, kind), []).append((pol, other))
+    for (key, kind), pairs_of in by_kind.items():
         for which in ("in_distribution", "ood"):
             per_rep, pooled = [], []
             for pol, other in pairs_of:
                 pairs = _paired_pairs(out, pol, other, which)
                 if pairs:
-                    per_rep.append(paired_difference([x for x, _ in pairs],
-                                                     [y for _, y in pairs])["difference"])
+                    per_rep.append(_difference_of(pairs)["difference"])
                     pooled += pairs
             if pooled:
-                paired.setdefault(f"{key} vs {label}", {})[which] = {
+                paired.setdefault(f"{key} vs {kind}", {})[which] = {
                     "differences": per_rep, "mean": replicate_mean(per_rep, bounds=(-1.0, 1.0)),
-                    "pooled": paired_difference([x for x, _ in pooled], [y for _, y in pooled])}
+                    "pooled": _difference_of(pooled)}
     return {"count": max(len(v) for v in groups.values()), "arms": arms, "paired": paired}
 
 
