@@ -59,7 +59,7 @@ from failtax.evaluation import (
     primary_modes,
     stability_ari,
 )
-from failtax_common import atomic_write_json
+from common import atomic_write_json
 
 
 @contextlib.contextmanager

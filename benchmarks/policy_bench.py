@@ -191,7 +191,7 @@ def main() -> None:
         results["rows"] += bench_train(1024 if args.quick else 4096, 1 if args.quick else 2)
     out = REPO / "benchmarks" / "results" / f"policy_bench{'_' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from failtax_common import atomic_write_json
+    from common import atomic_write_json
 
     atomic_write_json(out, results)
     print(f"wrote {out}")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import psutil
 from tqdm import tqdm
 
-from failtax_common import atomic_write_json
+from common import atomic_write_json
 
 TOPICS = [
     "a glass door",

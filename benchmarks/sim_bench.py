@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from failtax_common import atomic_write_json
+from common import atomic_write_json
 from sim.config import SimConfig
 from sim.env import IndoorNavEnv, NavBatch, load_world
 from sim.vector import IndoorNavVectorEnv, ProcessVectorEnv

@@ -46,7 +46,7 @@ from failtax.discovery.common import (
 )
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
 from failtax.types import OUTLIER, Assignment, Explanation, Taxonomy
-from failtax_common import StrictModel, derive_seed
+from common import StrictModel, derive_seed
 from serving.protocol import BackendError, LLMBackend
 
 log = logging.getLogger(__name__)

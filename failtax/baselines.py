@@ -27,7 +27,7 @@ from failtax.discovery.common import (
 )
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
 from failtax.types import OUTLIER, Assignment, Explanation, Mode, Taxonomy
-from failtax_common import StrictModel
+from common import StrictModel
 
 log = logging.getLogger(__name__)
 

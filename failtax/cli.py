@@ -1,8 +1,11 @@
-"""The `failtax` command line.
+"""The robot-agnostic `failtax` commands and the lazy group that lists them.
 
 Subcommands live next to the code they drive and are imported only when
 invoked, so `failtax --help` is instant and `failtax discover` never imports
-the simulator or torch training code.
+torch training code. The installed `failtax` entry point is the umbrella group
+of `loop.cli`, which lists these commands plus the bundled simulator, policy and
+closed-loop ones; this module names no robot package (`python -m failtax.cli`
+runs the robot-agnostic commands alone).
 """
 
 from __future__ import annotations
@@ -12,27 +15,28 @@ import importlib
 import click
 
 # name -> "module:attribute" of a click command; imported on first use.
-_COMMANDS: dict[str, tuple[str, str]] = {
+COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.cli:serve", "Start (or attach to) a model server from a recipe or a local model folder."),
     "discover": ("failtax.commands:discover", "Episodes in, failure taxonomy and assignments out (a run folder)."),
     "assign": ("failtax.commands:assign", "Assign episodes of a run (or new ones) to an existing taxonomy."),
     "evaluate": ("failtax.commands:evaluate", "Score a run against ground-truth cause labels."),
     "report": ("failtax.commands:report", "Rebuild summary.md and report.html of a run."),
     "compare": ("failtax.compare:compare", "Run several reasoners on the same failures and compare them."),
-    "sim": ("sim.cli:sim", "Bundled indoor-navigation simulator: sample images, maps, episodes."),
-    "nav": ("nav_policy.cli:nav", "Navigation policy: collect expert data, train, evaluate."),
-    "close-loop": ("nav_policy.loop.cli:close_loop", "Evaluate → discover → collect in failure regions → retrain → evaluate."),
 }
 
 
-class _LazyGroup(click.Group):
+class LazyGroup(click.Group):
+    """A click group over a `name -> ("module:attribute", help)` table, imported on use."""
+
+    commands_table: dict[str, tuple[str, str]] = COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        return sorted(self.commands_table)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in _COMMANDS:
+        if name not in self.commands_table:
             return None
-        target, _ = _COMMANDS[name]
+        target, _ = self.commands_table[name]
         module_name, attr = target.split(":")
         try:
             module = importlib.import_module(module_name)
@@ -44,16 +48,16 @@ class _LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help without importing every subcommand's module.
-        rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        rows = [(name, self.commands_table[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="failtax")
 def main() -> None:
-    """failtax: turn robot failure logs into an interpretable failure taxonomy,
-    with self-hosted models, and close the loop back into the policy.
+    """failtax (pipeline commands only): turn robot failure logs into an
+    interpretable failure taxonomy, with self-hosted models.
 
     Typical use: `failtax serve embedded` (or point at your own vLLM server),
     then `failtax discover EPISODES --config configs/pipeline/default.yaml`.

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import yaml
 
-from failtax_common import load_yaml
+from common import load_yaml
 
 
 def _parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 One model per stage, nested into `PipelineConfig`; YAML files under
 configs/pipeline/ hold values only. Load with
-`failtax_common.load_yaml(PipelineConfig, path, overrides)` or `load_config`.
+`common.load_yaml(PipelineConfig, path, overrides)` or `load_config`.
 
 `PipelineConfig` nests the configs of `serving`, `failtax.discovery` and
 `failtax.assignment`, so it is built on first access (module `__getattr__`):
@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from failtax_common import StrictModel
+from common import StrictModel
 
 
 class SourceConfig(StrictModel):
@@ -205,6 +205,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, object] | N
     Raises:
         ValueError: unknown keys or bad values, naming the file and the key.
     """
-    from failtax_common import load_yaml
+    from common import load_yaml
 
     return load_yaml(__getattr__("PipelineConfig"), path, overrides)

@@ -30,7 +30,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import Field
 
-from failtax_common import StrictModel
+from common import StrictModel
 
 log = logging.getLogger(__name__)
 

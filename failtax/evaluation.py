@@ -47,7 +47,7 @@ from pydantic import Field
 from failtax.discovery.common import fill, load_prompt, mode_text
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
 from failtax.types import OUTLIER, Assignment, Explanation, Mode, Taxonomy
-from failtax_common import StrictModel, atomic_write_json, derive_rng
+from common import StrictModel, atomic_write_json, derive_rng
 from serving.protocol import BackendError, LLMBackend
 
 log = logging.getLogger(__name__)

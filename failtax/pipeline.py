@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from failtax.reasoning import PROMPTS_DIR, RETRYABLE_FALLBACKS, make_reasoner, prompt_hash
 from failtax.types import SCHEMA_VERSION, Assignment, Explanation, Keyframes, Taxonomy
-from failtax_common import (
+from common import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
-from failtax_common import atomic_write_text, read_jsonl
+from common import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 

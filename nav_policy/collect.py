@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from failtax_common import derive_rng, derive_seed, stable_hash
+from common import derive_rng, derive_seed, stable_hash
 from nav_policy.config import EVAL_SEED_OFFSET, NavConfig, load_sim_for
 from nav_policy.dataset import (
     Shard,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from failtax_common import StrictModel, load_yaml
+from common import StrictModel, load_yaml
 
 # Reset seeds of evaluation sets live at or above this offset; training and
 # collection seeds are reduced below it, so the two can never overlap.

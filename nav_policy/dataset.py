@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from failtax_common import atomic_write_bytes, atomic_write_json
+from common import atomic_write_bytes, atomic_write_json
 
 SCHEMA_VERSION = 2  # 2: `route` array
 MANIFEST = "manifest.json"

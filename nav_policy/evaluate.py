@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from failtax_common import append_jsonl, atomic_write_json, derive_seed, read_jsonl, stable_hash
+from common import append_jsonl, atomic_write_json, derive_seed, read_jsonl, stable_hash
 from nav_policy.config import EVAL_SEED_OFFSET, NavConfig, load_sim_for
 from nav_policy.stats import summarize_outcomes
 

@@ -223,7 +223,7 @@ def save_checkpoint(path, net: NavPolicyNet, extra: dict | None = None) -> None:
     """Write weights plus everything needed to rebuild the net (atomically)."""
     import io
 
-    from failtax_common import atomic_write_bytes
+    from common import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save({

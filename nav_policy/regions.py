@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from failtax_common import stable_hash
+from common import stable_hash
 
 _AREA_KINDS = ("circle", "rect", "polygon")
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from failtax_common import (
+from common import (
     append_jsonl,
     atomic_write_bytes,
     atomic_write_json,
@@ -304,6 +304,6 @@ def _save_resumable(path: Path, net: nn.Module, opt: torch.optim.Optimizer, epoc
 
 
 def _read_metrics(out: Path) -> list[dict]:
-    from failtax_common import read_jsonl
+    from common import read_jsonl
 
     return read_jsonl(out / "metrics.jsonl")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from failtax_common import atomic_write_json, stable_hash
+from common import atomic_write_json, stable_hash
 from serving.images import messages_digest_form
 from serving.protocol import CallResult, LLMBackend, Message, Usage
 

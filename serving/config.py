@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from failtax_common import StrictModel
+from common import StrictModel
 
 
 class BackendConfig(StrictModel):

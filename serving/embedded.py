@@ -76,7 +76,7 @@ def convert_embedded_model(home: Path | None = None, *, force: bool = False) -> 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from failtax_common import atomic_dir, atomic_write_text
+    from common import atomic_dir, atomic_write_text
 
     gguf = find_embedded_gguf()
     log.info("converting %s to float32 safetensors in %s", gguf.name, out)

@@ -423,7 +423,7 @@ class TransformersBackend:
         if temperature > 0:
             import numpy as np
 
-            from failtax_common import derive_rng
+            from common import derive_rng
 
             logits = np.array(scores) / temperature
             p = np.exp(logits - logits.max())

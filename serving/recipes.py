@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from failtax_common import StrictModel
+from common import StrictModel
 
 # Qwen2-VL family: one visual token per 28x28 pixel block after the 2x2 merge.
 QWEN_VL_PIXELS_PER_TOKEN = 28 * 28

@@ -68,7 +68,7 @@ def sim() -> None:
 def samples(out_dir: str, building_seed: int, size_px: int | None, config_path: str | None,
             family: str | None, overrides: tuple[str, ...]) -> None:
     """One camera image per hazard class, a labelled sheet and a top-down map."""
-    from failtax_common import atomic_write_bytes
+    from common import atomic_write_bytes
     from sim.env import load_world
     from sim.samples import contact_sheet, hazard_views
     from sim.topdown import Region, render_topdown

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from failtax_common import StrictModel, load_yaml
+from common import StrictModel, load_yaml
 
 BUILDING_FAMILIES = ("office_a", "office_b")
 

@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from failtax_common import stable_hash
+from common import stable_hash
 from sim import ENV_ID  # noqa: F401  (re-exported for callers of sim.env)
 from sim.config import SimConfig, load_sim_config
 from sim.geometry import CompiledGeometry, compile_building

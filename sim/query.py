@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.path import Path as MplPath
 
-from failtax_common import derive_rng
+from common import derive_rng
 from sim.env import World
 from sim.geometry import clearance_grid, point_segment_distance
 from sim.topdown import Region

@@ -6,7 +6,7 @@ action taken from it; the last record holds the terminal state with
 record in contact, which is also `ground_truth.collision.step`.
 
 An episode is buffered in memory and written in one go through
-`failtax_common.atomic_dir` (built in ``<id>.tmp/`` and renamed), so a killed
+`common.atomic_dir` (built in ``<id>.tmp/`` and renamed), so a killed
 run never leaves something that looks like an episode.
 
 Example (writer fed per step):
@@ -39,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from failtax_common import atomic_dir
+from common import atomic_dir
 from sim.config import SimConfig
 from sim.world import SEMANTIC_CLASSES
 

@@ -209,7 +209,7 @@ def save_png(img: Image.Image, path: str | os.PathLike) -> None:
     """Write a PIL image as PNG atomically."""
     import io
 
-    from failtax_common import atomic_write_bytes
+    from common import atomic_write_bytes
 
     buf = io.BytesIO()
     img.save(buf, format="PNG")

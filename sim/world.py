@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from failtax_common import derive_rng
+from common import derive_rng
 from sim.config import BUILDING_FAMILIES, HazardConfig
 
 SCHEMA_VERSION = 1

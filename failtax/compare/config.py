@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from failtax.embedding import EmbeddingConfig
-from failtax_common import StrictModel, load_yaml
+from common import StrictModel, load_yaml
 
 # pipeline-config sections a reasoner may set; the rest is shared by all reasoners
 REASONER_SECTIONS = ("backend", "reasoning", "discovery", "assignment")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from failtax.types import OUTLIER, Assignment, Explanation, Taxonomy
-from failtax_common import read_jsonl
+from common import read_jsonl
 
 # texts -> (n, d) array of L2-normalised embeddings
 EmbedFn = Callable[[Sequence[str]], np.ndarray]

@@ -48,7 +48,7 @@ from failtax.compare.metrics import (
     match_modes,
     taxonomy_similarity,
 )
-from failtax_common import (
+from common import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
@@ -379,7 +379,7 @@ class CompareRun:
             data = src.read_bytes()
             dst = sub / KEYFRAMES_FILE
             if not dst.exists() or dst.read_bytes() != data:
-                from failtax_common import atomic_write_bytes
+                from common import atomic_write_bytes
 
                 atomic_write_bytes(dst, data)
         # skipped inputs are the same for every reasoner: show them in each sub-run's report too

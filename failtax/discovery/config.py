@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from failtax.embedding import EmbeddingConfig
-from failtax_common import StrictModel
+from common import StrictModel
 
 STRATEGIES = ("cluster-then-name", "ensemble")
 

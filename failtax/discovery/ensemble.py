@@ -55,7 +55,7 @@ from failtax.discovery.common import (
 )
 from failtax.discovery.config import DiscoveryConfig
 from failtax.types import Explanation, Mode, Taxonomy
-from failtax_common import derive_seed
+from common import derive_seed
 from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from failtax.cli import main
-from failtax_common import read_jsonl
+from common import read_jsonl
 
 
 def test_help_explains_each_command():

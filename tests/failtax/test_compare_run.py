@@ -14,7 +14,7 @@ import pytest
 
 from failtax.compare.config import CompareConfig, EmbeddingConfig
 from failtax.compare.run import REASONERS_DIR, SHARED_DIR, CompareRun
-from failtax_common import read_jsonl
+from common import read_jsonl
 from serving.protocol import CallResult, Usage
 
 REASONS = {  # hazard seen in the prompt -> what the scripted "model" answers

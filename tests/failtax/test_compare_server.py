@@ -15,7 +15,7 @@ import yaml
 
 from failtax.compare.config import CompareConfig
 from failtax.compare.run import REASONERS_DIR, SHARED_DIR, USAGE_FILE, CompareRun, read_usage
-from failtax_common import read_jsonl
+from common import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 REASONERS = ["embedded.yaml", "embedded_terse.yaml"]

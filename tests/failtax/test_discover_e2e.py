@@ -18,7 +18,7 @@ import yaml
 from failtax.config import load_config
 from failtax.pipeline import Run, read_explanations
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
-from failtax_common import read_jsonl
+from common import read_jsonl
 from serving.cache import CachedBackend
 
 pytestmark = pytest.mark.server

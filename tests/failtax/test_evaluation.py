@@ -22,7 +22,7 @@ from failtax.evaluation import (
     stability_ari,
 )
 from failtax.types import OUTLIER, Assignment, Explanation, Mode, Taxonomy
-from failtax_common import append_jsonl, atomic_write_json
+from common import append_jsonl, atomic_write_json
 
 HASHING = EmbeddingConfig(kind="hashing")
 

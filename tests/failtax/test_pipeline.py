@@ -11,7 +11,7 @@ import yaml
 from failtax.config import load_config
 from failtax.pipeline import Run, read_explanations, read_keyframes, run_pipeline
 from failtax.types import Assignment, Mode, Taxonomy
-from failtax_common import read_jsonl
+from common import read_jsonl
 from serving.cache import CachedBackend
 from serving.protocol import BackendError
 

@@ -9,7 +9,7 @@ import yaml
 
 from failtax.report import write_report
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Mode, Taxonomy
-from failtax_common import append_jsonl, atomic_write_json
+from common import append_jsonl, atomic_write_json
 
 
 def _run(tmp_path, episodes, *, with_eval=False):

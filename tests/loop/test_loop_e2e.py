@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from failtax_common import read_jsonl
+from common import read_jsonl
 from nav_policy.dataset import read_shard
-from nav_policy.loop.config import LoopConfig
-from nav_policy.loop.run import StageRunner, run_loop
+from loop.config import LoopConfig
+from loop.run import StageRunner, run_loop
 
 TINY = {
     "nav": {

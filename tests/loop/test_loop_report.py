@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from failtax_common import atomic_write_json
-from nav_policy.loop.config import LoopConfig
-from nav_policy.loop.report import collect_results, report_markdown, split_policy_name
+from common import atomic_write_json
+from loop.config import LoopConfig
+from loop.report import collect_results, report_markdown, split_policy_name
 from nav_policy.stats import summarize_outcomes
 
 N = 20

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nav_policy.loop.config import LoopConfig, RegionsConfig
-from nav_policy.loop.regions import (
+from loop.config import LoopConfig, RegionsConfig
+from loop.regions import (
     arm_regions,
     build_regions,
     mode_weights,
@@ -257,7 +257,7 @@ def test_loop_config_checks():
 
 
 def test_presets_load():
-    from nav_policy.loop.config import load_loop_config
+    from loop.config import load_loop_config
 
     quick, full = load_loop_config("quick"), load_loop_config("full")
     assert quick.preset == "quick" and full.preset == "full"

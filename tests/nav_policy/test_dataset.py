@@ -61,7 +61,7 @@ def test_collection_resumes_after_kill(tmp_path, tiny_cfg):
     # Start the same collection in a separate process and kill it after its first shard.
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "failtax.cli", "nav", "collect", "--config", str(TINY),
+        [sys.executable, "-m", "loop.cli", "nav", "collect", "--config", str(TINY),
          "--out", str(out), "--budget", str(budget), "--workers", "1"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -89,7 +89,7 @@ def test_fit_pixels_respects_bounds_and_factor():
 def test_shipped_configs_load():
     from pathlib import Path
 
-    from failtax_common import load_yaml
+    from common import load_yaml
 
     files = sorted((Path(__file__).parents[2] / "configs" / "serving").glob("*.yaml"))
     assert files

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sim_scenes import GLASS
 
-from failtax_common import read_jsonl
+from common import read_jsonl
 from sim.config import SimConfig
 from sim.env import IndoorNavEnv
 from sim.recorder import EpisodeRecorder, RecordEpisodes

@@ -1,4 +1,9 @@
-"""`failtax close-loop`: discover → regions → collect → fine-tune → evaluate, one folder."""
+"""The umbrella `failtax` command line (the installed entry point).
+
+It lists the robot-agnostic pipeline commands of `failtax.cli` and the bundled
+robot's commands (simulator, navigation policy, closed loop). Every command is
+imported only when invoked, so `failtax --help` stays instant.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,33 @@ from pathlib import Path
 
 import click
 import yaml
+
+from failtax.cli import COMMANDS as PIPELINE_COMMANDS
+from failtax.cli import LazyGroup
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    **PIPELINE_COMMANDS,
+    "sim": ("sim.cli:sim", "Bundled indoor-navigation simulator: sample images, maps, episodes."),
+    "nav": ("nav_policy.cli:nav", "Navigation policy: collect expert data, train, evaluate."),
+    "close-loop": ("loop.cli:close_loop", "Evaluate → discover → collect in failure regions → retrain → evaluate."),
+}
+
+
+class UmbrellaGroup(LazyGroup):
+    commands_table = COMMANDS
+
+
+@click.group(cls=UmbrellaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="failtax")
+def main() -> None:
+    """failtax: turn robot failure logs into an interpretable failure taxonomy,
+    with self-hosted models, and close the loop back into the policy.
+
+    Typical use: `failtax serve embedded` (or point at your own vLLM server),
+    then `failtax discover EPISODES --config configs/pipeline/default.yaml`.
+    `failtax COMMAND --help` explains each command.
+    """
+
 
 
 @click.command("close-loop")
@@ -27,7 +59,7 @@ def close_loop(preset, out_dir, sets, base_url, model, quiet, verbose):
     """Close the loop from failure taxonomy to a safer policy.
 
     PRESET is `quick` (CPU, ~20 min), `full` (paper scale, every arm 3 times)
-    or a loop YAML (keys: nav_policy/loop/config.py). Stages: base policy →
+    or a loop YAML (keys: loop/config.py). Stages: base policy →
     evaluate → mine failures → `failtax discover` → regions (collision sites +
     semantic matches) → collect B expert samples per arm (targeted_semantic,
     targeted_collision, uniform; same budget and seeds) → fine-tune each arm →
@@ -42,8 +74,8 @@ def close_loop(preset, out_dir, sets, base_url, model, quiet, verbose):
         failtax close-loop full --out runs/loop-full --set nav.train.device=cuda
         failtax close-loop quick --out runs/loop-quick --set replicates=3
     """
-    from nav_policy.loop.config import load_loop_config
-    from nav_policy.loop.run import run_loop
+    from loop.config import load_loop_config
+    from loop.run import run_loop
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
@@ -72,3 +104,7 @@ def close_loop(preset, out_dir, sets, base_url, model, quiet, verbose):
     click.echo(json.dumps(brief, indent=2))
     click.echo(f"total stage time {results['total_seconds']:.0f} s; report: "
                f"{Path(out_dir) / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()

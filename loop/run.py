@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from failtax_common import (
+from common import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
@@ -45,7 +45,7 @@ from failtax_common import (
     stable_hash,
 )
 from nav_policy.config import NavConfig
-from nav_policy.loop.config import LoopConfig
+from loop.config import LoopConfig
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
             name = lineage if cfg.cycles == 1 else f"{lineage}@cycle{cycle}"
             evaluate_policy(name, ckpt)
 
-    from nav_policy.loop.report import write_results
+    from loop.report import write_results
 
     results: dict[str, Any] = {}
 
@@ -343,7 +343,7 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
     """Mine failures of `ckpt`, run failtax discover on them, map modes to regions."""
     from failtax.pipeline import run_pipeline
     from nav_policy.evaluate import evaluate_checkpoint
-    from nav_policy.loop.regions import arm_regions, build_regions
+    from loop.regions import arm_regions, build_regions
 
     mine = cdir / "mine"
     mcfg = nav_config(cfg, **{"evaluate.family": cfg.eval.in_distribution_family,

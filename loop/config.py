@@ -18,11 +18,11 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from failtax.config import PipelineConfig
-from failtax_common import StrictModel, load_yaml
+from common import StrictModel, load_yaml
 from nav_policy.config import NavConfig
 
 ARMS = ("targeted_semantic", "targeted_collision", "uniform")
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "loop"
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "loop"
 
 
 class BaseStageConfig(StrictModel):
@@ -55,7 +55,7 @@ class EvalSetsConfig(StrictModel):
 
 
 class RegionsConfig(StrictModel):
-    """How failure modes become regions (nav_policy.loop.regions)."""
+    """How failure modes become regions (loop.regions)."""
 
     # radius (m) of a collision site around the robot's pose at the failure step
     collision_radius_m: float = Field(0.8, gt=0)

@@ -35,8 +35,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from failtax_common import atomic_write_json, atomic_write_text, read_jsonl
-from nav_policy.loop.config import LoopConfig
+from common import atomic_write_json, atomic_write_text, read_jsonl
+from loop.config import LoopConfig
 from nav_policy.stats import paired_difference, replicate_mean, wilson_interval
 
 SCHEMA_VERSION = 1
@@ -173,7 +173,7 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
 
 def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
     """Gather every number of the loop folder into the results.json dict."""
-    from nav_policy.loop.run import stage_cpu_seconds, stage_seconds
+    from loop.run import stage_cpu_seconds, stage_seconds
 
     policies: dict[str, dict] = {}
     for pol in _policies(out):

@@ -6,8 +6,8 @@ This package is a leaf: it imports nothing else from the project, so `sim`,
 one-way import arrows of docs/DESIGN.md.
 """
 
-from failtax_common.config import StrictModel, dump_yaml, load_yaml
-from failtax_common.fileio import (
+from common.config import StrictModel, dump_yaml, load_yaml
+from common.fileio import (
     append_jsonl,
     atomic_dir,
     atomic_write_bytes,
@@ -15,7 +15,7 @@ from failtax_common.fileio import (
     atomic_write_text,
     read_jsonl,
 )
-from failtax_common.hashing import derive_rng, derive_seed, stable_hash
+from common.hashing import derive_rng, derive_seed, stable_hash
 
 __all__ = [
     "StrictModel",
