@@ -17,7 +17,7 @@ call is a real one:
 
 The explanations of part 1 (and of part 2 without --run-dir) are SYNTHETIC:
 template sentences over the simulator's hazard causes with paraphrased
-objects, reasons, actions and sentence forms (failtax.evaluation.
+objects, reasons, actions and sentence forms (tests/failtax/synthetic.py,
 make_synthetic_explanations, seeded). Their wording is realistic, their
 structure is not a real reasoner's; the report says so.
 
@@ -46,20 +46,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "tests" / "failtax"))  # the synthetic labelled set lives with the tests
 
+from synthetic import make_synthetic_explanations
+
+from common import atomic_write_json
 from failtax.assignment import AssignmentConfig, assign
 from failtax.discovery import DiscoveryConfig, make_strategy
 from failtax.embedding import make_text_embedder
-from failtax.evaluation import (
-    EvaluationConfig,
-    Label,
-    evaluate,
-    load_labels,
-    make_synthetic_explanations,
-    primary_modes,
-    stability_ari,
-)
-from common import atomic_write_json
+from failtax.evaluation import EvaluationConfig, Label, evaluate, load_labels
+from failtax.metrics import primary_modes, stability_ari
 
 
 @contextlib.contextmanager

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from failtax.types import OUTLIER, Assignment, Explanation, Taxonomy
 from common import read_jsonl
+from failtax.metrics import alignment_scores
+from failtax.types import OUTLIER, Assignment, Explanation, Taxonomy
 
 # texts -> (n, d) array of L2-normalised embeddings
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -149,7 +150,10 @@ def match_modes(
     Returns:
         pairs (every Hungarian pair with its similarity and whether it matched),
         matched (name_a -> name_b), missed_by_b (modes of A that B has no match
-        for), missed_by_a, and the alignment scores of `alignment_scores`.
+        for), missed_by_a, and `failtax.metrics.alignment_scores` of the matrix
+        (rows A, columns B: cp is the share of A's modes that B has a match for,
+        tc the share of B's modes that A covers; the soft versions average the
+        best similarities).
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -195,49 +199,6 @@ def match_modes(
         "missed_by_b": missed_by_b,
         "missed_by_a": missed_by_a,
         **alignment_scores(sim, threshold=threshold),
-    }
-
-
-def alignment_scores(sim: np.ndarray, *, threshold: float) -> dict[str, float | None]:
-    """Semantic alignment of taxonomy A to taxonomy B, in the paper's terms.
-
-    The paper scores predicted modes against expert modes with cluster
-    precision (each predicted mode maps sharply to one expert mode), taxonomy
-    coverage (every expert mode is recovered) and their harmonic mean, the
-    semantic alignment score. Between two reasoners neither is the expert, so
-    both directions are reported: precision of A's modes against B's and
-    coverage of B's modes by A's (with the roles swapped, precision and
-    coverage exchange), on embedding similarity instead of an LLM judge.
-
-    - precision: mean over A's modes of their best similarity to any B mode;
-    - coverage: share of B's modes whose best A mode reaches `threshold`;
-    - sas: harmonic mean of precision and coverage;
-    - hungarian_mean: mean similarity of the one-to-one Hungarian pairs, with
-      unpaired modes counted as 0 (penalises a size mismatch).
-    """
-    sim = np.asarray(sim, dtype=float)
-    if sim.size == 0:
-        return {
-            "precision": None,
-            "coverage": None,
-            "sas": None,
-            "hungarian_mean": None,
-            "reverse_coverage": None,
-        }
-    from scipy.optimize import linear_sum_assignment
-
-    precision = float(sim.max(axis=1).mean())
-    coverage = float((sim.max(axis=0) >= threshold).mean())
-    rows, cols = linear_sum_assignment(sim, maximize=True)
-    hungarian_mean = float(sim[rows, cols].sum() / max(sim.shape))
-    sas = 2 * precision * coverage / (precision + coverage) if precision + coverage > 0 else 0.0
-    return {
-        "precision": precision,
-        "coverage": coverage,
-        # share of A's modes that B covers: the coverage with the roles swapped
-        "reverse_coverage": float((sim.max(axis=1) >= threshold).mean()),
-        "sas": float(sas),
-        "hungarian_mean": hungarian_mean,
     }
 
 

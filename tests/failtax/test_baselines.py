@@ -4,10 +4,11 @@ the pipeline's own records, so the same metrics apply."""
 from __future__ import annotations
 
 import pytest
+from synthetic import make_synthetic_explanations
 
 from failtax.baselines import BertopicConfig, bertopic_taxonomy, embedding_similarity_baseline
 from failtax.embedding import EmbeddingConfig, make_text_embedder
-from failtax.evaluation import cluster_metrics, make_synthetic_explanations
+from failtax.metrics import cluster_metrics
 from failtax.types import OUTLIER, Mode, Taxonomy
 
 HASHING = EmbeddingConfig(kind="hashing")

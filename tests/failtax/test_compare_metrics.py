@@ -12,7 +12,6 @@ from failtax.compare.config import CompareConfig, ReasonerConfig, load_reasoner,
 from failtax.compare.metrics import (
     CostRecord,
     RunView,
-    alignment_scores,
     assignment_agreement,
     cost_summary,
     explanation_agreement,
@@ -21,6 +20,7 @@ from failtax.compare.metrics import (
     taxonomy_similarity,
 )
 from failtax.compare.report import render_html, render_markdown
+from failtax.metrics import alignment_scores
 from failtax.types import Assignment, Explanation, Mode, Taxonomy
 
 
@@ -91,12 +91,14 @@ def test_match_modes_rejects_a_matrix_of_the_wrong_shape():
 def test_alignment_scores_arithmetic():
     sim = np.array([[1.0, 0.2], [0.3, 0.4], [0.7, 0.1]])
     s = alignment_scores(sim, threshold=0.5)
-    assert s["precision"] == pytest.approx((1.0 + 0.4 + 0.7) / 3)
-    assert s["coverage"] == pytest.approx(0.5)  # column maxima 1.0 and 0.4
-    assert s["reverse_coverage"] == pytest.approx(2 / 3)  # row maxima 1.0, 0.4, 0.7
-    assert s["sas"] == pytest.approx(2 * s["precision"] * 0.5 / (s["precision"] + 0.5))
+    # one alignment_scores for the comparison and the evaluation (failtax.metrics): the
+    # comparison's former precision / coverage / reverse_coverage are cp_soft / tc / cp
+    assert s["cp_soft"] == pytest.approx((1.0 + 0.4 + 0.7) / 3, abs=1e-4)
+    assert s["tc"] == pytest.approx(0.5)  # column maxima 1.0 and 0.4
+    assert s["cp"] == pytest.approx(2 / 3, abs=1e-4)  # row maxima 1.0, 0.4, 0.7
+    assert s["sas"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5), abs=1e-4)
     # Hungarian: a0-b0 (1.0) + a1-b1 (0.4); the third A mode has no partner and counts 0
-    assert s["hungarian_mean"] == pytest.approx(1.4 / 3)
+    assert s["hungarian_mean"] == pytest.approx(1.4 / 3, abs=1e-4)
     assert alignment_scores(np.zeros((0, 3)), threshold=0.5)["sas"] is None
 
 

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import make_synthetic_explanations
 
 from failtax.discovery import DiscoveryConfig, make_strategy
 from failtax.discovery.common import (
@@ -24,7 +25,6 @@ from failtax.discovery.common import (
 )
 from failtax.discovery.ensemble import check_rephrasing, split_seed
 from failtax.embedding import EmbeddingConfig
-from failtax.evaluation import make_synthetic_explanations
 from serving.protocol import BackendError
 
 HASHING = EmbeddingConfig(kind="hashing")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from synthetic import make_synthetic_explanations
 
 from failtax.assignment import AssignmentConfig, assign
 from failtax.discovery import DiscoveryConfig, make_strategy
-from failtax.evaluation import make_synthetic_explanations
 from failtax.types import OUTLIER
 
 pytestmark = pytest.mark.server

@@ -6,23 +6,19 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import make_synthetic_explanations
 
+from common import append_jsonl, atomic_write_json
 from failtax.embedding import EmbeddingConfig, make_text_embedder
-from failtax.evaluation import (
-    EvaluationConfig,
-    Label,
+from failtax.evaluation import EvaluationConfig, Label, evaluate, evaluate_run, load_labels
+from failtax.metrics import (
     alignment_scores,
     cluster_metrics,
-    evaluate,
-    evaluate_run,
     explanation_quality,
     label_alignment,
-    load_labels,
-    make_synthetic_explanations,
     stability_ari,
 )
 from failtax.types import OUTLIER, Assignment, Explanation, Mode, Taxonomy
-from common import append_jsonl, atomic_write_json
 
 HASHING = EmbeddingConfig(kind="hashing")
 
@@ -67,7 +63,10 @@ def test_alignment_scores_hand_computed():
     assert s["sas"] == pytest.approx(4 / 7, abs=1e-4)
     assert s["cp_soft"] == pytest.approx(0.7, abs=1e-4)
     assert s["tc_soft"] == pytest.approx(0.65, abs=1e-4)
-    assert alignment_scores(np.zeros((0, 0)), 0.5)["sas"] == 0.0
+    # the one-to-one matching pairs row 0 with expert 0 and row 2 with expert 1: (1.0 + 0.3) / 3
+    assert s["hungarian_mean"] == pytest.approx(1.3 / 3, abs=1e-4)
+    # nothing to align: no score, rather than a zero that reads as a measured failure
+    assert alignment_scores(np.zeros((0, 0)), threshold=0.5)["sas"] is None
 
 
 def test_label_alignment():
