@@ -1,8 +1,9 @@
 """A run's human-readable report: summary.md and a self-contained report.html.
 
-The HTML has inline CSS and every image embedded (base64 PNG), so it can be
-mailed or archived as one file. Contents: modes with assigned and reported
-frequencies (bar plot), example episodes per mode with their key frames, what
+The HTML comes from the report kit (common/html.py, template
+failtax/templates/run_report.html): inline CSS and every image embedded (PNG
+data URIs), so it can be mailed or archived as one file. Contents: modes with
+assigned and reported frequencies (bar plot), example episodes per mode with their key frames, what
 a model decided versus code, degenerate output and errors, and the evaluation
 tables when evaluation.json exists. Reads only the run folder and the episode
 frames that keyframes.jsonl points at (never ground truth).
@@ -10,9 +11,6 @@ frames that keyframes.jsonl points at (never ground truth).
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import logging
 import os
@@ -20,28 +18,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
 from common import atomic_write_text, read_jsonl
+from common.html import png_data_uri, render_page
+from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
 
 log = logging.getLogger(__name__)
 
 EXAMPLES_PER_MODE = 3
 FRAMES_PER_EXAMPLE = 4
 THUMB_PX = 160
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
-color:#1d232a;line-height:1.45;padding:0 1rem}
-h1{font-size:1.6rem}h2{border-bottom:1px solid #d5dbe1;padding-bottom:.25rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #d5dbe1;padding:.3rem .55rem;
-text-align:left;vertical-align:top;font-size:.92rem}th{background:#f1f4f7}
-.mode{border:1px solid #d5dbe1;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}
-.tag{display:inline-block;border-radius:4px;padding:0 .4rem;font-size:.8rem;margin-left:.4rem}
-.model{background:#e3efff}.keywords{background:#fff1d6}.kw{color:#56606b;font-size:.9rem}
-.ex{margin:.5rem 0 .8rem}.frames img{height:96px;margin-right:4px;border:1px solid #ccd;image-rendering:pixelated}
-.muted{color:#6b7580;font-size:.88rem}
-"""
-
 
 def _read_json(path: Path) -> Any | None:
     try:
@@ -70,17 +55,8 @@ def _latest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _png_b64(fig_or_img: Any) -> str:
-    buf = io.BytesIO()
-    if hasattr(fig_or_img, "savefig"):
-        fig_or_img.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    else:
-        fig_or_img.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def frequency_plot(taxonomy: Taxonomy, n_assigned: int) -> str | None:
-    """Base64 PNG: assigned vs reported share per mode (and the outliers)."""
+    """PNG data URI: assigned vs reported share per mode (and the outliers)."""
     if not taxonomy.modes:
         return None
     import matplotlib
@@ -104,7 +80,7 @@ def frequency_plot(taxonomy: Taxonomy, n_assigned: int) -> str | None:
     ax.set_xlabel("share of explanations")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    data = _png_b64(fig)
+    data = png_data_uri(fig)
     plt.close(fig)
     return data
 
@@ -163,7 +139,7 @@ class _Frames:
             scale = THUMB_PX / max(img.size)
             if scale < 1:
                 img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))))
-            out.append((idx, _png_b64(img)))
+            out.append((idx, png_data_uri(img)))
         return out
 
     @property
@@ -307,64 +283,30 @@ def _markdown(run, taxonomy, explanations, assignments, examples, by_id, decided
 
 def _html(run, taxonomy, explanations, assignments, examples, by_id, keyframes, frames, plot, decided,
           err_counts, evaluation, run_config) -> str:
-    esc = html.escape
-    head = (f"<!doctype html><html><head><meta charset='utf-8'><title>failtax report: {esc(run.name)}</title>"
-            f"<style>{_CSS}</style></head><body>")
-    parts = [head]
-    parts.append(f"<h1>Failure taxonomy — {esc(run.name)}</h1>")
-    parts.append(f"<p>{len(explanations)} explanations · {len(taxonomy.modes)} failure modes (strategy "
-                 f"<code>{esc(taxonomy.strategy)}</code>) · {taxonomy.outlier_count} outliers · "
-                 f"{len(assignments)} assigned</p>")
-    if plot:
-        parts.append(f"<img alt='mode frequencies' src='data:image/png;base64,{plot}'>")
-    parts.append("<h2>Failure modes</h2><table><tr><th>mode</th><th>assigned</th><th>reported by discovery</th>"
-                 "<th>named by</th><th>keywords</th></tr>")
     ordered = sorted(taxonomy.modes, key=lambda m: -m.count)
-    for m in ordered:
-        rep = f"{m.reported_frequency:.1%}" if m.reported_frequency is not None else "–"
-        parts.append(f"<tr><td>{esc(m.name)}</td><td>{m.count} ({m.frequency:.1%})</td><td>{rep}</td>"
-                     f"<td>{esc(m.named_by)}</td><td>{esc(', '.join(m.keywords))}</td></tr>")
-    parts.append("</table>")
+    modes = [{"row": [m.name, f"{m.count} ({m.frequency:.1%})",
+                      f"{m.reported_frequency:.1%}" if m.reported_frequency is not None else "–",
+                      m.named_by, ", ".join(m.keywords)]} for m in ordered]
+    sections = []
     for m in ordered + ([None] if examples.get(OUTLIER) else []):
         name = m.name if m else OUTLIER
-        tag = f"<span class='tag {esc(m.named_by)}'>named by {esc(m.named_by)}</span>" if m else ""
-        parts.append(f"<div class='mode'><h3>{esc(name)}{tag}</h3>")
-        if m:
-            parts.append(f"<p>{esc(m.description)}</p><p class='kw'>keywords: {esc(', '.join(m.keywords))}</p>")
-        for a in examples.get(name, [])[:EXAMPLES_PER_MODE]:
-            e = by_id.get(a.episode_id)
-            parts.append(f"<div class='ex'><b>{esc(a.episode_id)}</b>"
-                         f" <span class='muted'>({esc(a.method)})</span><br>")
-            if e:
-                parts.append(f"{esc(e.failure_reason)}<br><span class='muted'>trajectory: {esc(e.trajectory)}"
-                             f" · input: {esc(e.input_mode)} · model: {esc(e.model or 'none')}</span>")
-            thumbs = frames.thumbs(keyframes.get(a.episode_id))
-            if thumbs:
-                parts.append("<div class='frames'>" + "".join(
-                    f"<img title='frame {i}' alt='frame {i}' src='data:image/png;base64,{b}'>" for i, b in thumbs
-                ) + "</div>")
-            parts.append("</div>")
-        parts.append("</div>")
-    if frames.problem:
-        parts.append(f"<p class='muted'>Key frames not shown: {esc(frames.problem)}</p>")
-    parts.append("<h2>What a model decided</h2><table>")
-    parts += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in decided] or ["<tr><td>none</td></tr>"]
-    parts.append("</table><h2>Errors and degenerate output</h2>")
-    if err_counts:
-        parts.append("<table><tr><th>stage</th><th>kind</th><th>count</th></tr>")
-        parts += [f"<tr><td>{esc(s)}</td><td>{esc(k)}</td><td>{n}</td></tr>" for (s, k), n in sorted(err_counts.items())]
-        parts.append("</table>")
-    else:
-        parts.append("<p>none</p>")
-    if evaluation:
-        parts.append("<h2>Evaluation</h2><table><tr><th>metric</th><th>value</th></tr>")
-        parts += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in _eval_rows(evaluation)]
-        parts.append("</table>")
-        labels_src = evaluation.get("labels_source")
-        if labels_src:
-            parts.append(f"<p class='muted'>labels: {esc(str(labels_src))}</p>")
+        sections.append({
+            "name": name,
+            "named_by": m.named_by if m else None,
+            "description": m.description if m else None,
+            "keywords": ", ".join(m.keywords) if m else "",
+            "examples": [{"episode_id": a.episode_id, "method": a.method, "explanation": by_id.get(a.episode_id),
+                          "thumbs": frames.thumbs(keyframes.get(a.episode_id))}
+                         for a in examples.get(name, [])[:EXAMPLES_PER_MODE]],
+        })
     models = (run_config.get("models") or {}) if isinstance(run_config, dict) else {}
-    if models:
-        parts.append("<p class='muted'>models: " + esc(", ".join(f"{k}={v}" for k, v in models.items())) + "</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return render_page(
+        "failtax", "run_report.html",
+        run_name=run.name, n_explanations=len(explanations), strategy=taxonomy.strategy,
+        outliers=taxonomy.outlier_count, n_assigned=len(assignments), plot=plot, modes=modes,
+        sections=sections, frames_problem=frames.problem, decided=[list(r) for r in decided],
+        errors=[[s, k, n] for (s, k), n in sorted(err_counts.items())],
+        evaluation=[list(r) for r in _eval_rows(evaluation)] if evaluation else [],
+        labels_source=str(evaluation.get("labels_source") or "") if evaluation else "",
+        models=", ".join(f"{k}={v}" for k, v in models.items()),
+    )

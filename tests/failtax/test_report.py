@@ -73,3 +73,13 @@ def test_report_without_episodes_or_assignments(tmp_path, tiny_episodes):
 def test_report_needs_a_taxonomy(tmp_path):
     with pytest.raises(ValueError, match="taxonomy.json"):
         write_report(tmp_path)
+
+
+def test_model_written_names_cannot_inject_markup(tmp_path, tiny_episodes):
+    run = _run(tmp_path, tiny_episodes)
+    doc = (run / "taxonomy.json").read_text().replace("glass collisions", "<script>alert(1)</script>")
+    (run / "taxonomy.json").write_text(doc)
+    _, html_path = write_report(run)
+    page = html_path.read_text()
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
