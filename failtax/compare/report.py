@@ -1,13 +1,15 @@
 """The comparison report: comparison.md and a self-contained comparison.html.
 
 Both are rendered from comparison.json alone, so `failtax compare --report-only`
-can rebuild them without touching a model or a run.
+can rebuild them without touching a model or a run. The HTML goes through the
+report kit (common/html.py; template failtax/compare/templates/comparison.html).
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
+
+from common.html import render_page
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -222,9 +224,10 @@ def _pair_markdown(p: dict[str, Any]) -> list[str]:
     out += ["", "### Taxonomies", ""]
     out.append(
         f"{t.get('modes_a', 0)} modes ({a}) vs {t.get('modes_b', 0)} ({b}). "
-        f"Precision of {a}'s modes against {b}'s {_fmt(t.get('precision'))}, coverage of "
-        f"{b}'s modes {_fmt(t.get('coverage'))}, semantic alignment score "
-        f"{_fmt(t.get('sas'))}; mean similarity of the one-to-one matching "
+        f"Share of {a}'s modes with a match in {b}'s (cluster precision) "
+        f"{_fmt(t.get('cp'))}, soft {_fmt(t.get('cp_soft'))}; share of {b}'s modes covered "
+        f"(coverage) {_fmt(t.get('tc'))}, soft {_fmt(t.get('tc_soft'))}; semantic alignment "
+        f"score {_fmt(t.get('sas'))}; mean similarity of the one-to-one matching "
         f"{_fmt(t.get('hungarian_mean'))}."
     )
     if t.get("pairs"):
@@ -265,154 +268,86 @@ def _pair_markdown(p: dict[str, Any]) -> list[str]:
 
 # ----------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;
-color:#222;padding:0 1rem}
-h1,h2,h3{font-weight:600} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem}
-th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.note{color:#555} .miss{color:#a33} .ok{color:#262}
-td.heat{text-align:center;min-width:2.2rem}
-"""
-
-
-def _h(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _html_table(header: list[str], rows: list[list[str]], *, raw: bool = False) -> str:
-    head = "".join(f"<th>{_h(c)}</th>" for c in header)
-    body = ""
-    for row in rows:
-        cells = []
-        for c in row:
-            text = c if raw else _h(c)
-            cls = ' class="num"' if _looks_numeric(str(c)) else ""
-            cells.append(f"<td{cls}>{text}</td>")
-        body += "<tr>" + "".join(cells) + "</tr>"
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _looks_numeric(s: str) -> bool:
-    s = s.replace(",", "").replace("$", "").strip()
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
-
 
 def render_html(comparison: dict[str, Any]) -> str:
     """comparison.html: the same content as the Markdown, one file, no external assets."""
-    s, shared = comparison["settings"], comparison["shared"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        "<title>failtax reasoner comparison</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Reasoner comparison</h1>",
-        (
-            f"<p class='note'>{_h(shared['episodes'])} episodes from "
-            f"<code>{_h(shared['source'])}</code>; key frames selected once and shared "
-            f"({_h(shared.get('keyframe_method') or '—')}). Texts compared with "
-            f"{_h(s['embedder'])}; modes count as the same at cosine similarity ≥ "
-            f"{_h(s['match_threshold'])}. Money from the per-token prices in each reasoner's "
-            "config; calls and tokens include cached answers.</p>"
-        ),
-        "<h2>Reasoners</h2>",
-        "<ul>"
-        + "".join(
-            f"<li><b>{_h(r['name'])}</b>: {_h(r.get('description') or r.get('model'))} "
-            f"(<code>{_h(r.get('file'))}</code>)</li>"
-            for r in comparison["reasoners"]
-        )
-        + "</ul>",
-        _html_table(*summary_rows(comparison)),
-        "<h3>Cost by stage</h3>",
-        _html_table(*stage_rows(comparison)),
-        "<h2>Agreement between reasoners</h2>",
-        _html_table(*pair_rows(comparison)),
-    ]
-    for p in comparison["pairs"]:
-        parts.append(_pair_html(p))
-    notes = comparison.get("notes") or []
-    if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_h(n)}</li>" for n in notes) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return render_page(
+        "failtax.compare",
+        "comparison.html",
+        settings=comparison["settings"],
+        shared=comparison["shared"],
+        reasoners=comparison["reasoners"],
+        summary=summary_rows(comparison),
+        stages=stage_rows(comparison),
+        agreement=pair_rows(comparison),
+        pairs=[_pair_view(p) for p in comparison["pairs"]],
+        notes=comparison.get("notes") or [],
+    )
 
 
-def _pair_html(p: dict[str, Any]) -> str:
+def _pair_view(p: dict[str, Any]) -> dict[str, Any]:
+    """What the HTML shows of one pair of reasoners: texts and (header, rows) tables."""
     a, b = p["a"], p["b"]
     e, t, asg = p["explanations"], p["taxonomies"], p["assignments"]
-    out = [
-        f"<h2>{_h(a)} vs {_h(b)}</h2>",
-        "<h3>Explanations</h3>",
-        (
-            f"<p>{_h(e['episodes_compared'])} episodes explained by both; similarity mean "
+    view: dict[str, Any] = {
+        "a": a,
+        "b": b,
+        "explanations_text": (
+            f"{e['episodes_compared']} episodes explained by both; similarity mean "
             f"{_fmt(e.get('mean'))}, median {_fmt(e.get('median'))}, min {_fmt(e.get('min'))}; "
-            f"identical wording {_pct(e.get('identical_share'))}.</p>"
+            f"identical wording {_pct(e.get('identical_share'))}."
         ),
-    ]
+        "least_agreeing": None,
+        "taxonomies_text": (
+            f"{t.get('modes_a', 0)} vs {t.get('modes_b', 0)} modes; {_alignment_text(t)}"
+        ),
+        "mode_pairs": None,
+        "missed": [],
+        "assignments_text": (
+            f"{asg['episodes_compared']} episodes; ARI {_fmt(asg.get('ari'))}, "
+            f"NMI {_fmt(asg.get('nmi'))}, agreement through the mode matching "
+            f"{_pct(asg.get('matched_agreement'))}."
+        ),
+        "confusion": None,
+    }
     if e.get("least_agreeing"):
-        out.append(
-            _html_table(
-                ["episode", "similarity", a, b],
-                [
-                    [x["episode_id"], _fmt(x["similarity"]), x["a"], x["b"]]
-                    for x in e["least_agreeing"]
-                ],
-            )
+        view["least_agreeing"] = (
+            ["episode", "similarity", a, b],
+            [[x["episode_id"], _fmt(x["similarity"]), x["a"], x["b"]] for x in e["least_agreeing"]],
         )
-    out.append("<h3>Taxonomies</h3>")
-    out.append(
-        f"<p>{_h(t.get('modes_a', 0))} vs {_h(t.get('modes_b', 0))} modes; precision "
-        f"{_fmt(t.get('precision'))}, coverage {_fmt(t.get('coverage'))}, SAS "
-        f"{_fmt(t.get('sas'))}, one-to-one mean similarity {_fmt(t.get('hungarian_mean'))}.</p>"
-    )
     if t.get("pairs"):
-        rows = [
-            [
-                _h(x["a"]),
-                _h(x["b"]),
-                _fmt(x["similarity"]),
-                "<span class='ok'>same</span>"
-                if x["matched"]
-                else "<span class='miss'>different</span>",
-            ]
-            for x in t["pairs"]
-        ]
-        out.append(_html_table([f"{a} mode", f"{b} mode", "similarity", "verdict"], rows, raw=True))
+        verdict = {True: {"text": "same", "class": "ok"}, False: {"text": "different", "class": "miss"}}
+        view["mode_pairs"] = (
+            [f"{a} mode", f"{b} mode", "similarity", "verdict"],
+            [[x["a"], x["b"], _fmt(x["similarity"]), verdict[bool(x["matched"])]] for x in t["pairs"]],
+        )
     for key, who, other in (("missed_by_b", a, b), ("missed_by_a", b, a)):
         if t.get(key):
-            items = "".join(
-                f"<li><b>{_h(m['mode'])}</b> ({_pct(m.get('frequency'))} of episodes) — closest "
-                f"{_h(m['closest'])} ({_fmt(m['similarity'])})</li>"
+            modes = [
+                {"mode": m["mode"], "share": _pct(m.get("frequency")), "closest": m["closest"],
+                 "similarity": _fmt(m["similarity"])}
                 for m in t[key]
-            )
-            out.append(
-                f"<p class='miss'>Found by {_h(who)}, missed by {_h(other)}:</p><ul>{items}</ul>"
-            )
-    out.append("<h3>Assignments</h3>")
-    out.append(
-        f"<p>{_h(asg['episodes_compared'])} episodes; ARI {_fmt(asg.get('ari'))}, "
-        f"NMI {_fmt(asg.get('nmi'))}, agreement through the mode matching "
-        f"{_pct(asg.get('matched_agreement'))}.</p>"
-    )
+            ]
+            view["missed"].append({"who": who, "other": other, "modes": modes})
     conf = asg.get("confusion") or {}
     if conf.get("rows"):
         peak = max([max(r) for r in conf["counts"] if r] + [1])
-        head = "".join(f"<th>{_h(c)}</th>" for c in conf["cols"])
-        body = ""
-        for r, counts in zip(conf["rows"], conf["counts"]):
-            cells = "".join(
-                f"<td class='heat' style='background:rgba(40,90,200,{_shade(n, peak):.2f})'>{n}</td>"
-                for n in counts
-            )
-            body += f"<tr><th>{_h(r)}</th>{cells}</tr>"
-        corner = f"<th>{_h(a)} ↓ / {_h(b)} →</th>"
-        out.append(f"<table><thead><tr>{corner}{head}</tr></thead><tbody>{body}</tbody></table>")
-    return "\n".join(out)
+        rows = [
+            [r] + [{"text": n, "class": "heat", "style": f"background:rgba(40,90,200,{_shade(n, peak):.2f})"}
+                   for n in counts]
+            for r, counts in zip(conf["rows"], conf["counts"])
+        ]
+        view["confusion"] = ([f"{a} ↓ / {b} →", *conf["cols"]], rows)
+    return view
+
+
+def _alignment_text(t: dict[str, Any]) -> str:
+    """The alignment scores of a pair (failtax.metrics.alignment_scores), in words."""
+    return (
+        f"cluster precision {_fmt(t.get('cp'))} (soft {_fmt(t.get('cp_soft'))}), coverage "
+        f"{_fmt(t.get('tc'))} (soft {_fmt(t.get('tc_soft'))}), SAS {_fmt(t.get('sas'))}, "
+        f"one-to-one mean similarity {_fmt(t.get('hungarian_mean'))}."
+    )
 
 
 def _shade(count: int, peak: int) -> float:

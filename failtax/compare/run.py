@@ -59,7 +59,8 @@ from serving.protocol import BackendError, CallResult
 
 log = logging.getLogger(__name__)
 
-COMPARE_SCHEMA_VERSION = 1
+# 2: a pair's taxonomy scores are failtax.metrics.alignment_scores (cp, tc, sas, cp_soft, ...)
+COMPARE_SCHEMA_VERSION = 2
 SHARED_DIR = "shared"
 REASONERS_DIR = "reasoners"
 USAGE_FILE = "usage.jsonl"

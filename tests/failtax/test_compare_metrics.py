@@ -234,9 +234,8 @@ def test_reasoner_config_merging_and_validation(tmp_path: Path):
         CompareConfig(match_threshold=2.0)
 
 
-def test_reports_render_from_comparison_json_alone():
-    a = view("a", {"e1": "hit a glass door <b>"}, MODES_A, {"e1": "glass"})
-    b = view("b", {"e1": "hit a pole | twice"}, MODES_B, {"e1": "thin pole"})
+def _comparison(a, b):
+    """A comparison.json document of two hand-made runs."""
     sim = taxonomy_similarity(a.taxonomy, b.taxonomy, bag_of_words)
     tax = match_modes(sim, a.taxonomy.names, b.taxonomy.names, threshold=0.6)
     cost = cost_summary(
@@ -269,11 +268,27 @@ def test_reports_render_from_comparison_json_alone():
             }
         ],
     }
+    return comparison
+
+
+def test_reports_render_from_comparison_json_alone():
+    a = view("a", {"e1": "hit a glass door <b>"}, MODES_A, {"e1": "glass"})
+    b = view("b", {"e1": "hit a pole | twice"}, MODES_B, {"e1": "thin pole"})
+    comparison = _comparison(a, b)
     md = render_markdown(comparison)
     assert "| a | m | scene_text |" in md and "hit a pole \\| twice" in md
     assert "Found by a, missed by b: `box`" in md
     page = render_html(comparison)
     assert "&lt;b&gt;" in page and "<script" not in page and "http" not in page
+
+
+def test_model_written_mode_names_cannot_inject_markup():
+    evil = "<script>alert(1)</script>"
+    a = view("a", {"e1": "hit glass"}, [(evil, "hit a glass door", ["glass"])], {"e1": evil})
+    b = view("b", {"e1": "hit a pole"}, MODES_B, {"e1": "thin pole"})
+    page = render_html(_comparison(a, b))
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_a_reasoner_prompt_beside_its_yaml_is_found(tmp_path: Path):
