@@ -75,12 +75,12 @@ def png_data_uri(image: Any) -> str:
 
 
 def looks_numeric(value: Any) -> bool:
-    """Whether a table cell reads as a number (right-aligned): "1,234", "$0.12", "3.5"."""
+    """Whether a table cell reads as a number (right-aligned): "1,234", "$0.12", "3.5", "-15.0%"."""
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float)):
         return True
-    text = str(value).replace(",", "").replace("$", "").strip()
+    text = str(value).replace(",", "").replace("$", "").strip().removesuffix("%")
     try:
         float(text)
     except ValueError:

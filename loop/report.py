@@ -27,15 +27,13 @@ results.json (schema_version 1)::
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from common import atomic_write_json, atomic_write_text, read_jsonl
+from common.html import png_data_uri, render_page
 from loop.config import LoopConfig
 from nav_policy.stats import paired_difference, replicate_mean, wilson_interval
 
@@ -242,16 +240,16 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- plots
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    """PNG data URI of a figure, which is closed."""
     import matplotlib.pyplot as plt
 
+    uri = png_data_uri(fig)
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return uri
 
 
 def plot_failure_rates(results: dict) -> str | None:
-    """Bar chart: failure rate per policy and set with Wilson 95% error bars (base64 PNG)."""
+    """Bar chart: failure rate per policy and set with Wilson 95% error bars (PNG data URI)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,7 +283,7 @@ def plot_failure_rates(results: dict) -> str | None:
 
 
 def plot_causes(results: dict, which: str = "in_distribution") -> str | None:
-    """Grouped bars: failures per ground-truth cause, per policy (base64 PNG)."""
+    """Grouped bars: failures per ground-truth cause, per policy (PNG data URI)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,7 +308,11 @@ def plot_causes(results: dict, which: str = "in_distribution") -> str | None:
 
 
 def region_maps(cfg: LoopConfig, out: Path, max_maps: int = 2) -> list[tuple[str, str]]:
-    """Top-down maps of the buildings with most collision sites: regions + failures."""
+    """Top-down maps of the buildings with most collision sites: regions + failures.
+
+    Returns:
+        (title, PNG data URI) per map.
+    """
     from nav_policy.config import load_sim_for
     from sim.env import load_world
     from sim.topdown import Region, render_topdown
@@ -340,10 +342,7 @@ def region_maps(cfg: LoopConfig, out: Path, max_maps: int = 2) -> list[tuple[str
             img = render_topdown(world.building, collisions=sites, regions=list(uniq.values()),
                                  highlight_object_ids=sorted(set(highlight)),
                                  title=f"{bid}: collision sites (x), regions, semantic matches")
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-            maps.append((f"{rfile.parent.parent.name}/{rfile.parent.name} {bid}",
-                         base64.b64encode(buf.getvalue()).decode()))
+            maps.append((f"{rfile.parent.parent.name}/{rfile.parent.name} {bid}", png_data_uri(img)))
     return maps
 
 
@@ -446,44 +445,41 @@ def _replicates_markdown(reps: dict) -> list[str]:
     return lines
 
 
-def report_html(results: dict, images: list[tuple[str, str]], markdown: str) -> str:
-    """report.html: the tables plus embedded PNG plots (no external files)."""
-    body = []
+def markdown_blocks(markdown: str) -> list[dict[str, Any]]:
+    """report.md as blocks the HTML template renders: h1, h2, p and tables.
+
+    A table's first row is its header; `**bold**` marks of a cell are dropped;
+    lines not separated by a blank line form one paragraph.
+    """
+    blocks: list[dict[str, Any]] = []
+    previous_blank = True
     for line in markdown.splitlines():
         if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+            blocks.append({"kind": "h1", "text": line[2:]})
         elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+            blocks.append({"kind": "h2", "text": line[3:]})
         elif line.startswith("|---"):
             continue
         elif line.startswith("|"):
             cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
-            tag = "th" if body and not body[-1].startswith("<tr") else "td"
-            body.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells)
-                        + "</tr>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    # Wrap consecutive rows in tables.
-    out, in_table = [], False
-    for b in body:
-        if b.startswith("<tr") and not in_table:
-            out.append("<table>")
-            in_table = True
-        if not b.startswith("<tr") and in_table:
-            out.append("</table>")
-            in_table = False
-        out.append(b)
-    if in_table:
-        out.append("</table>")
-    figs = "".join(f"<figure><img src='data:image/png;base64,{b64}'><figcaption>"
-                   f"{html.escape(title)}</figcaption></figure>" for title, b64 in images)
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-             "padding:3px 8px;font-size:90%}figure{display:inline-block;margin:8px}"
-             "img{max-width:1000px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>closed loop</title>"
-            f"<style>{style}</style></head><body><h2>Plots</h2>{figs}{''.join(out)}"
-            "</body></html>")
+            if blocks and blocks[-1]["kind"] == "table":
+                blocks[-1]["rows"].append(cells)
+            else:
+                blocks.append({"kind": "table", "header": cells, "rows": []})
+        elif line.strip():  # consecutive lines are one paragraph, as in Markdown
+            if blocks and blocks[-1]["kind"] == "p" and not previous_blank:
+                blocks[-1]["text"] += " " + line.strip()
+            else:
+                blocks.append({"kind": "p", "text": line.strip()})
+        previous_blank = not line.strip()
+    return blocks
+
+
+def report_html(results: dict, images: list[tuple[str, str]], markdown: str) -> str:
+    """report.html: the tables of report.md plus the plots (title, PNG data URI), one file."""
+    blocks = markdown_blocks(markdown)
+    head = blocks[:1] if blocks and blocks[0]["kind"] == "h1" else []
+    return render_page("loop", "loop_report.html", head=head, figures=images, blocks=blocks[len(head):])
 
 
 def write_results(cfg: LoopConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -495,9 +491,9 @@ def write_results(cfg: LoopConfig, out_dir: str | os.PathLike) -> dict[str, Any]
     for title, fn in (("Failure rate per arm", plot_failure_rates),
                       ("Failures by cause (in-distribution)", plot_causes),
                       ("Failures by cause (OOD)", lambda r: plot_causes(r, "ood"))):
-        b64 = fn(results)
-        if b64:
-            images.append((title, b64))
+        uri = fn(results)
+        if uri:
+            images.append((title, uri))
     try:
         images += [(f"Top-down map {t}", b) for t, b in region_maps(cfg, out)]
     except (OSError, ValueError, KeyError) as e:  # a map is a nicety; keep the numbers

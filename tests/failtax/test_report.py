@@ -7,9 +7,9 @@ import re
 import pytest
 import yaml
 
+from common import append_jsonl, atomic_write_json
 from failtax.report import write_report
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Mode, Taxonomy
-from common import append_jsonl, atomic_write_json
 
 
 def _run(tmp_path, episodes, *, with_eval=False):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from common import atomic_write_json
 from loop.config import LoopConfig
-from loop.report import collect_results, report_markdown, split_policy_name
+from loop.report import collect_results, report_html, report_markdown, split_policy_name
 from nav_policy.stats import summarize_outcomes
 
 N = 20
@@ -78,3 +79,24 @@ def test_no_replicates_no_replicate_section(loop_dir):
     res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"]), loop_dir)
     assert res["replicates"] == {}
     assert "Replicates" not in report_markdown(res)
+
+
+def test_report_html_is_one_file_and_escapes_model_written_names(loop_dir):
+    from PIL import Image
+
+    from common.html import png_data_uri
+
+    res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"], replicates=2), loop_dir)
+    res["taxonomies"] = [{
+        "cycle": 0, "policy": "base", "outliers": 0,
+        "mining": {"rollouts": 20, "failures": 10, "failure_rate": 0.5},
+        "modes": [{"name": "<script>alert(1)</script>", "frequency": 1.0, "count": 10,
+                   "budget_samples": 100, "collision_sites": 2, "semantic_matches": []}],
+    }]
+    md = report_markdown(res)
+    page = report_html(res, [("a plot", png_data_uri(Image.new("RGB", (4, 4))))], md)
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    srcs = re.findall(r"src='([^']*)'", page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "<h1>Closed loop: custom" in page and "<th>policy</th>" in page
+    assert "<td>15.0%, 45.0%</td>" in page  # a replicate row of report.md, as a table cell
