@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from pydantic import Field
 
 from common import StrictModel, atomic_write_json
@@ -309,8 +310,6 @@ def evaluate_run(
 
 
 def _run_config(run: Path) -> dict[str, Any]:
-    import yaml
-
     path = run / "config.yaml"
     if not path.is_file():
         return {}

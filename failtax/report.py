@@ -18,8 +18,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+from PIL import Image
+
 from common import atomic_write_text, read_jsonl
 from common.html import png_data_uri, render_page
+from failtax.config import SourceConfig
+from failtax.sources import make_source
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
 
 log = logging.getLogger(__name__)
@@ -37,8 +43,6 @@ def _read_json(path: Path) -> Any | None:
 
 
 def _run_config(run: Path) -> dict[str, Any]:
-    import yaml
-
     path = run / "config.yaml"
     try:
         doc = yaml.safe_load(path.read_text()) if path.is_file() else {}
@@ -63,7 +67,6 @@ def frequency_plot(taxonomy: Taxonomy, n_assigned: int) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = [m.name for m in taxonomy.modes] + ([OUTLIER] if taxonomy.outlier_count else [])
     assigned = [m.frequency for m in taxonomy.modes]
@@ -101,9 +104,6 @@ class _Frames:
         ep = None
         try:
             if self._source is None and self._failed is None:
-                from failtax.config import SourceConfig
-                from failtax.sources import make_source
-
                 path = self.source_cfg.get("path")
                 if not path or not Path(path).exists():
                     raise ValueError(f"episodes folder {path!r} not found")
@@ -127,8 +127,6 @@ class _Frames:
         ep = self._episode(kf.episode_id)
         if ep is None:
             return []
-        from PIL import Image
-
         out = []
         for idx in kf.indices[-FRAMES_PER_EXAMPLE:]:
             try:
@@ -199,13 +197,11 @@ def write_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     Raises:
         ValueError: the folder has no taxonomy.json (discovery has not run).
     """
-    from failtax.types import Taxonomy as _Taxonomy
-
     run = Path(run_dir)
     tax_doc = _read_json(run / "taxonomy.json")
     if tax_doc is None:
         raise ValueError(f"{run} has no readable taxonomy.json; run discovery first")
-    taxonomy = _Taxonomy.from_dict(tax_doc)
+    taxonomy = Taxonomy.from_dict(tax_doc)
     explanations = [Explanation.from_dict(r) for r in _latest(read_jsonl(run / "explanations.jsonl")).values()]
     assignments = [Assignment.from_dict(r) for r in _latest(read_jsonl(run / "assignments.jsonl")).values()]
     keyframes = {eid: Keyframes.from_dict(r) for eid, r in _latest(read_jsonl(run / "keyframes.jsonl")).items()}

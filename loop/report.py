@@ -32,6 +32,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common import atomic_write_json, atomic_write_text, read_jsonl
 from common.html import png_data_uri, render_page
 from loop.config import LoopConfig
@@ -254,7 +256,6 @@ def plot_failure_rates(results: dict) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     pols = list(results["policies"])
     if not pols:
@@ -288,7 +289,6 @@ def plot_causes(results: dict, which: str = "in_distribution") -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     table = results["causes"].get(which)
     if not table:
