@@ -3,9 +3,9 @@
 The HTML comes from the report kit (common/html.py, template
 failtax/templates/run_report.html): inline CSS and every image embedded (PNG
 data URIs), so it can be mailed or archived as one file. Contents: modes with
-assigned and reported frequencies (bar plot), example episodes per mode with their key frames, what
-a model decided versus code, degenerate output and errors, and the evaluation
-tables when evaluation.json exists. Reads only the run folder and the episode
+assigned and reported frequencies (bar plot), example episodes per mode with
+their key frames, what a model decided versus code, degenerate output and
+errors, and the evaluation tables when evaluation.json exists. Reads only the run folder and the episode
 frames that keyframes.jsonl points at (never ground truth).
 """
 
