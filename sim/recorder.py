@@ -40,8 +40,8 @@ import numpy as np
 from PIL import Image
 
 from common import atomic_dir
+from sim.building import SEMANTIC_CLASSES
 from sim.config import SimConfig
-from sim.world import SEMANTIC_CLASSES
 
 SCHEMA_VERSION = 1
 SOURCE = "failtax-sim"
