@@ -43,7 +43,7 @@ def test_bad_episodes_are_reported_and_skipped(tmp_path, episode_factory):
     no_frames = episode_factory(tmp_path, "no-frames", n_steps=5)
     for f in (no_frames / "frames").iterdir():
         f.unlink()
-    episode_factory(tmp_path, "half.tmp", n_steps=5)
+    episode_factory(tmp_path, "half", n_steps=5).rename(tmp_path / "half.tmp")  # mid-write
     episode_factory(tmp_path, "won", n_steps=5, outcome="success")
 
     episodes, errors = scan(tmp_path)
