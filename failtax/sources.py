@@ -106,8 +106,8 @@ class Episode:
     path: Path
     num_frames: int
     failure_index: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # a validated EpisodeMeta, as a dict
+    steps: list[dict[str, Any]] = field(default_factory=list)  # validated StepRecords, as dicts
     frame_steps: list[int | None] = field(default_factory=list)
     frame_paths: list[Path] = field(default_factory=list)  # empty for video
     channel_paths: list[Path | None] = field(default_factory=list)  # per frame, episode format only
