@@ -27,7 +27,6 @@ the LLM judge is `failtax.judge`):
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections import Counter
@@ -40,6 +39,7 @@ import yaml
 from pydantic import Field
 
 from common import StrictModel, atomic_write_json
+from common.episode import EpisodeFormatError, is_incomplete, read_ground_truth, read_meta
 from failtax.discovery.common import mode_text
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
 from failtax.judge import judge_explanations, judge_similarity_matrix, run_sync
@@ -57,7 +57,6 @@ from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)
 
-GROUND_TRUTH_FILE = "ground_truth.json"
 EVALUATION_FILE = "evaluation.json"
 
 
@@ -120,31 +119,24 @@ def load_labels(source: str | os.PathLike) -> tuple[dict[str, Label], list[dict[
 def _labels_from_ground_truth(root: Path) -> tuple[dict[str, Label], list[dict[str, Any]]]:
     labels: dict[str, Label] = {}
     problems: list[dict[str, Any]] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")):
-        gt_path = folder / GROUND_TRUTH_FILE
-        if not gt_path.is_file():
-            continue
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_incomplete(p)):
         try:
-            gt = json.loads(gt_path.read_text())
-        except (OSError, ValueError) as e:
-            problems.append({"episode_id": folder.name, "kind": "bad_ground_truth", "message": str(e)})
+            gt = read_ground_truth(folder)
+        except EpisodeFormatError as e:
+            problems.append({"episode_id": folder.name, "kind": e.kind, "message": e.message})
             continue
-        cause = gt.get("cause_class") if isinstance(gt, dict) else None
-        if not cause:
+        if gt is None or not gt.cause_class:
             continue  # successes and unexplained timeouts have no cause label
-        episode_id = folder.name
-        meta = folder / "meta.json"
-        if meta.is_file():
-            try:
-                episode_id = str(json.loads(meta.read_text()).get("episode_id") or folder.name)
-            except (OSError, ValueError):
-                pass
-        collision = gt.get("collision") or {}
+        try:
+            episode_id = read_meta(folder).episode_id
+        except EpisodeFormatError:
+            episode_id = folder.name
         reason = None
-        if isinstance(collision, dict) and collision.get("object_class"):
-            material = f" ({collision['material']})" if collision.get("material") else ""
-            reason = f"The robot collided with a {str(collision['object_class']).replace('_', ' ')}{material}."
-        labels[episode_id] = Label(str(cause), reason)
+        if gt.collision is not None:
+            c = gt.collision
+            material = f" ({c.material})" if c.material else ""
+            reason = f"The robot collided with a {c.object_class.replace('_', ' ')}{material}."
+        labels[episode_id] = Label(gt.cause_class, reason)
     return labels, problems
 
 

@@ -13,11 +13,20 @@ path with "auto"):
 - ``explanations``: a CSV or JSONL of ready-made failure explanations; a run
   over it starts at discovery.
 
-A bad episode (no meta.json, unreadable meta or steps, zero steps, no frames,
-an undecodable video) becomes a `SourceError` record and the scan goes on;
-frames that turn out unreadable later raise `EpisodeReadError`, which the
-pipeline records and skips. No reader here ever opens ``ground_truth.json``:
-that file is for evaluation code only (tests/failtax/test_ground_truth_hidden.py).
+Episode-format folders are read through `common.episode`, the one reader of
+that format: it checks `schema_version` and refuses any frame or channels file
+that lies outside its episode folder (an absolute path, a ``..``, a symlink
+out), so an episode can never make the pipeline read an image from elsewhere.
+
+A bad episode (no meta.json, unreadable or unsupported meta, bad steps, zero
+steps, no frames, a frame path outside the episode, an undecodable video)
+becomes a `SourceError` record and the scan goes on; frames that turn out
+unreadable later raise `EpisodeReadError`, which the pipeline records and
+skips. No reader here ever opens ``ground_truth.json``: that file is for
+evaluation code only (tests/failtax/test_ground_truth_hidden.py).
+
+Auto-detection ("auto") fails early, naming what it found and the inputs it
+supports, when a path holds nothing a source can read.
 """
 
 from __future__ import annotations
@@ -29,17 +38,27 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from PIL import Image
 
+from common.episode import (
+    FRAMES_DIR,
+    IMAGE_SUFFIXES,
+    META_FILE,
+    STEPS_FILE,
+    TMP_SUFFIX,
+    EpisodeFormatError,
+    episode_frames,
+    is_incomplete,
+    read_meta,
+    read_steps,
+)
+from failtax.config import SourceConfig
 from failtax.types import Explanation
 
-if TYPE_CHECKING:
-    from failtax.config import SourceConfig
-
 SOURCE_KINDS = ("auto", "episodes", "image_folders", "video", "explanations")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
@@ -87,8 +106,8 @@ class Episode:
     path: Path
     num_frames: int
     failure_index: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # a validated EpisodeMeta, as a dict
+    steps: list[dict[str, Any]] = field(default_factory=list)  # validated StepRecords, as dicts
     frame_steps: list[int | None] = field(default_factory=list)
     frame_paths: list[Path] = field(default_factory=list)  # empty for video
     channel_paths: list[Path | None] = field(default_factory=list)  # per frame, episode format only
@@ -102,8 +121,6 @@ class Episode:
             return self._video_frames[index]
         path = self.frame_paths[index]
         try:
-            from PIL import Image
-
             with Image.open(path) as img:
                 return np.asarray(img.convert("RGB"))
         except Exception as e:
@@ -113,8 +130,6 @@ class Episode:
 
     def frame_png(self, index: int) -> bytes:
         """Frame `index` encoded as PNG (what a vision model receives)."""
-        from PIL import Image
-
         buf = io.BytesIO()
         Image.fromarray(self.load_frame(index)).save(buf, format="PNG")
         return buf.getvalue()
@@ -164,7 +179,7 @@ class ExplanationSource(Protocol):
 
 
 class EpisodeFolderSource:
-    """Episodes in the failtax episode format (docs/EPISODE_FORMAT.md)."""
+    """Episodes in the failtax episode format (docs/EPISODE_FORMAT.md), read by common.episode."""
 
     kind = "episodes"
 
@@ -173,15 +188,15 @@ class EpisodeFolderSource:
         self.outcomes = outcomes
 
     def scan(self) -> Iterator[Episode | SourceError]:
-        if (self.root / "meta.json").is_file():  # the path is one episode, not a folder of them
+        if (self.root / META_FILE).is_file():  # the path is one episode, not a folder of them
             item = self._read(self.root)
             if item is not None:
                 yield item
             return
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if folder.name.endswith(".tmp"):
+            if is_incomplete(folder):
                 yield SourceError(
-                    folder.name[:-4],
+                    folder.name[: -len(TMP_SUFFIX)],
                     "incomplete",
                     "episode still being written (.tmp folder)",
                     str(folder),
@@ -193,89 +208,44 @@ class EpisodeFolderSource:
 
     def _read(self, folder: Path) -> Episode | SourceError | None:
         eid = folder.name
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            if not ((folder / "steps.jsonl").exists() or (folder / "frames").is_dir()):
-                return None  # an unrelated folder (e.g. maps/ next to the episodes)
-            return SourceError(eid, "missing_meta", "no meta.json: not an episode", str(folder))
+        if not (folder / META_FILE).is_file() and not (
+            (folder / STEPS_FILE).exists() or (folder / FRAMES_DIR).is_dir()
+        ):
+            return None  # an unrelated folder (e.g. maps/ next to the episodes)
         try:
-            meta = json.loads(meta_path.read_text())
-            if not isinstance(meta, dict):
-                raise TypeError("top level is not an object")
-        except (OSError, ValueError, TypeError) as e:
-            return SourceError(eid, "bad_meta", f"meta.json unreadable: {e}", str(meta_path))
-        outcome = meta.get("outcome")
-        if self.outcomes and outcome not in self.outcomes:
-            return SourceError(
-                eid, "skipped_outcome", f"outcome {outcome!r} not in {self.outcomes}", str(folder)
-            )
-        steps: list[dict[str, Any]] = []
-        steps_path = folder / "steps.jsonl"
-        if steps_path.is_file():
-            try:
-                for n, line in enumerate(steps_path.read_text().splitlines()):
-                    if line.strip():
-                        rec = json.loads(line)
-                        if not isinstance(rec, dict):
-                            raise TypeError(f"line {n + 1} is not an object")
-                        steps.append(rec)
-            except (OSError, ValueError, TypeError) as e:
+            meta = read_meta(folder)
+            if self.outcomes and meta.outcome not in self.outcomes:
                 return SourceError(
-                    eid, "bad_steps", f"steps.jsonl unreadable: {e}", str(steps_path)
+                    eid,
+                    "skipped_outcome",
+                    f"outcome {meta.outcome!r} not in {self.outcomes}",
+                    str(folder),
                 )
-            if not steps:
-                return SourceError(eid, "zero_steps", "steps.jsonl has no steps", str(steps_path))
-        frame_paths, frame_steps = self._frames(folder, steps)
-        if not frame_paths:
-            return SourceError(eid, "no_frames", "no frames/*.png", str(folder / "frames"))
-        channels_dir = folder / "channels"
-        channel_paths = [
-            (channels_dir / (fp.stem + ".npz"))
-            if (channels_dir / (fp.stem + ".npz")).is_file()
-            else None
-            for fp in frame_paths
-        ]
-        failure_index = _failure_frame(meta.get("failure_step"), frame_steps)
+            steps = read_steps(folder)
+            frames = episode_frames(folder, steps)
+        except EpisodeFormatError as e:
+            return SourceError(eid, e.kind, e.message, str(e.path))
+        if not frames:
+            return SourceError(eid, "no_frames", "no frames/*.png", str(folder / FRAMES_DIR))
+        frame_steps = [f.step for f in frames]
         return Episode(
-            episode_id=str(meta.get("episode_id") or eid),
+            episode_id=meta.episode_id,
             kind=self.kind,
             path=folder,
-            num_frames=len(frame_paths),
-            failure_index=failure_index,
-            meta=meta,
-            steps=steps,
+            num_frames=len(frames),
+            failure_index=_failure_frame(meta.failure_step, frame_steps),
+            meta=meta.model_dump(),
+            steps=[s.model_dump() for s in steps],
             frame_steps=frame_steps,
-            frame_paths=frame_paths,
-            channel_paths=channel_paths,
+            frame_paths=[f.path for f in frames],
+            channel_paths=[f.channels_path for f in frames],
         )
 
-    @staticmethod
-    def _frames(folder: Path, steps: list[dict[str, Any]]) -> tuple[list[Path], list[int | None]]:
-        # Prefer the step log's frame references (they carry the step index);
-        # fall back to the frames folder for converters that write no steps.
-        paths: list[Path] = []
-        frame_steps: list[int | None] = []
-        for i, rec in enumerate(steps):
-            rel = rec.get("frame")
-            if rel and (folder / rel).is_file():
-                paths.append(folder / rel)
-                frame_steps.append(int(rec.get("step", i)))
-        if paths:
-            return paths, frame_steps
-        frames_dir = folder / "frames"
-        if frames_dir.is_dir():
-            paths = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            for p in paths:
-                frame_steps.append(
-                    int(p.stem) if p.stem.isdigit() and int(p.stem) < len(steps) else None
-                )
-        return paths, frame_steps
 
-
-def _failure_frame(failure_step: Any, frame_steps: list[int | None]) -> int:
+def _failure_frame(failure_step: int | None, frame_steps: list[int | None]) -> int:
     """The last frame at or before the failure step (last frame when unknown)."""
     last = len(frame_steps) - 1
-    if failure_step is None or not isinstance(failure_step, (int, float)):
+    if failure_step is None:
         return last
     best = None
     for i, step in enumerate(frame_steps):
@@ -437,27 +407,74 @@ class GivenExplanationSource:
 # --------------------------------------------------------------------------- factory
 
 
+SUPPORTED_INPUTS = (
+    "a folder of episodes (each a folder with meta.json, docs/EPISODE_FORMAT.md) or one episode "
+    f"folder; a folder of videos ({', '.join(VIDEO_SUFFIXES)}) or one video; a folder with one "
+    f"subfolder of images ({', '.join(IMAGE_SUFFIXES)}) per trajectory; or a CSV/JSONL of "
+    "explanations"
+)
+
+
 def detect_kind(path: Path) -> str:
-    """Guess the source kind of `path` (what "auto" resolves to)."""
+    """Guess the source kind of `path` (what "auto" resolves to).
+
+    Raises:
+        ValueError: the path holds no input any source reads (an empty folder, a
+            folder of unsupported files); the message says what was found and
+            which inputs are supported.
+    """
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".csv", ".jsonl"):
             return "explanations"
         if suffix in VIDEO_SUFFIXES:
             return "video"
-        raise ValueError(f"{path}: cannot tell the source kind from {suffix!r}; set source.kind")
+        raise ValueError(
+            f"{path}: cannot tell the source kind from {suffix!r}; supported inputs: "
+            f"{SUPPORTED_INPUTS}. Or set source.kind"
+        )
     if not path.is_dir():
         raise ValueError(
             f"{path} does not exist; pass a folder of episodes, videos or image folders, or a CSV/JSONL"
         )
-    children = list(path.iterdir())
-    if (path / "meta.json").is_file():
+    children = sorted(path.iterdir())
+    if (path / META_FILE).is_file():
         return "episodes"
-    if any((c / "meta.json").is_file() for c in children if c.is_dir()):
+    folders = [c for c in children if c.is_dir()]
+    files = [c for c in children if c.is_file()]
+    if any((c / META_FILE).is_file() for c in folders):
         return "episodes"
-    if any(c.is_file() and c.suffix.lower() in VIDEO_SUFFIXES for c in children):
+    if any(c.suffix.lower() in VIDEO_SUFFIXES for c in files):
         return "video"
-    return "image_folders"
+    if any(_holds_images(c) for c in folders):
+        return "image_folders"
+    raise ValueError(
+        f"{path}: cannot tell the source kind: {_describe(files, folders)}. Supported inputs: "
+        f"{SUPPORTED_INPUTS}. Or set source.kind"
+    )
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def _describe(files: list[Path], folders: list[Path]) -> str:
+    """What a folder holds, for an error: "the folder is empty", "2 files (.log, .txt) and ..."."""
+    if not files and not folders:
+        return "the folder is empty"
+    images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if images and len(images) == len(files) and not folders:
+        return (
+            f"found {len(images)} images directly in the folder (one trajectory?); an image "
+            "source wants one subfolder of images per trajectory, so put them in a subfolder"
+        )
+    parts = []
+    if files:
+        suffixes = sorted({f.suffix.lower() or "no suffix" for f in files})
+        parts.append(f"{len(files)} file(s) ({', '.join(suffixes)})")
+    if folders:
+        parts.append(f"{len(folders)} folder(s) without meta.json or images")
+    return "found " + " and ".join(parts)
 
 
 def make_source(

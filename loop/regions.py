@@ -5,7 +5,8 @@ assignments name (episode files, docs/EPISODE_FORMAT.md) and the building map.
 For each mode the regions say *why* they were chosen:
 
 * ``collision_site``: where the mode's episodes failed — the robot's pose at
-  ``meta.failure_step`` read from ``steps.jsonl``, a circle of
+  ``meta.failure_step`` read from ``steps.jsonl`` (through ``common.episode``,
+  the format's one reader), a circle of
   ``collision_radius_m`` around it, in that episode's building. Like the
   pipeline, this reader never opens ``ground_truth.json`` (the hidden label);
   only the loop's final evaluation breakdown reads ground truth.
@@ -47,7 +48,6 @@ regions.json (schema_version 1)::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -56,6 +56,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common.episode import EpisodeFormatError, StepRecord, read_meta, read_steps
+from failtax.embedding import EmbeddingConfig, make_text_embedder
+from sim.env import load_world
+from sim.query import MapQuery
 
 log = logging.getLogger(__name__)
 
@@ -104,68 +109,50 @@ def read_collision_site(episode_dir: str | Path, replay_offsets_s: Sequence[floa
     """
     d = Path(episode_dir)
     try:
-        meta = json.loads((d / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return None, f"meta.json unreadable: {e}"
-    if meta.get("outcome") != "collision":
-        return None, f"outcome {meta.get('outcome')!r} has no collision site"
-    step = meta.get("failure_step")
+        meta = read_meta(d)
+    except EpisodeFormatError as e:
+        return None, e.message
+    if meta.outcome != "collision":
+        return None, f"outcome {meta.outcome!r} has no collision site"
+    step = meta.failure_step
     if step is None:
         return None, "meta.failure_step is null"
-    step = int(step)
-    record = None
-    before: list[dict] = []
     try:
-        with open(d / "steps.jsonl", encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if int(rec.get("step", -1)) == step:
-                    record = rec
-                    break
-                record = rec  # fall back to the last readable step before a short log
-                before.append(rec)
-    except OSError as e:
-        return None, f"steps.jsonl unreadable: {e}"
-    if record is None or "x_m" not in record:
+        steps = read_steps(d)
+    except EpisodeFormatError as e:
+        return None, e.message
+    if not steps:
         return None, "steps.jsonl has no pose"
-    if int(record.get("step", step)) != step:
+    # The record at the failure step; a log cut short falls back to its last record.
+    at = next((i for i, rec in enumerate(steps) if rec.step == step), None)
+    record, before = (steps[at], steps[:at]) if at is not None else (steps[-1], steps)
+    if record.step != step:
         log.warning("%s: failure_step %d not in steps.jsonl; using step %s", d.name, step,
-                    record.get("step"))
-    building_id = meta.get("building_id")
+                    record.step)
+    building_id = meta.building_id
     if not building_id:
         return None, "meta.building_id is missing"
     try:
         bseed = building_seed_of(building_id)
     except ValueError as e:
         return None, str(e)
-    family = meta.get("building_family") or str(building_id).rsplit("-", 1)[0]
-    return CollisionSite(str(meta.get("episode_id", d.name)), str(building_id), str(family), bseed,
-                         (float(record["x_m"]), float(record["y_m"])),
-                         float(record.get("yaw_rad", 0.0)), step,
+    family = meta.building_family or building_id.rsplit("-", 1)[0]
+    return CollisionSite(meta.episode_id, building_id, family, bseed,
+                         (record.x_m, record.y_m), record.yaw_rad, step,
                          _replay_starts(before, record, replay_offsets_s)), ""
 
 
-def _replay_starts(before: list[dict], failure: dict, offsets_s: Sequence[float]
-                   ) -> tuple[dict, ...]:
+def _replay_starts(before: Sequence[StepRecord], failure: StepRecord,
+                   offsets_s: Sequence[float]) -> tuple[dict, ...]:
     """Logged poses `offsets_s` before the failure record, each with that step's goal."""
-    t_fail = failure.get("t_s")
     out = []
     for off in offsets_s:
-        rec = None
-        for r in reversed(before):
-            if t_fail is None or r.get("t_s") is None:
-                break
-            if float(r["t_s"]) <= float(t_fail) - off + 1e-6:
-                rec = r
-                break
-        if rec is None or "x_m" not in rec or not rec.get("goal"):
+        rec = next((r for r in reversed(before) if r.t_s <= failure.t_s - off + 1e-6), None)
+        if rec is None or not rec.goal:
             continue
-        out.append({"xy": [round(float(rec["x_m"]), 4), round(float(rec["y_m"]), 4)],
-                    "yaw_rad": round(float(rec.get("yaw_rad", 0.0)), 4),
-                    "goal_xy": [round(float(v), 4) for v in rec["goal"]],
+        out.append({"xy": [round(rec.x_m, 4), round(rec.y_m, 4)],
+                    "yaw_rad": round(rec.yaw_rad, 4),
+                    "goal_xy": [round(float(v), 4) for v in rec.goal],
                     "before_s": float(off)})
     return tuple(out)
 
@@ -290,9 +277,6 @@ def semantic_matches(modes: Sequence[dict], kinds: Sequence[tuple[str, str]], em
 def kind_catalogue(sim_config, family: str, building_seeds: Sequence[int]
                    ) -> dict[tuple[str, str], dict[str, list[int]]]:
     """(class, material) → {building_id: [object ids]} over the given buildings of a family."""
-    from sim.env import load_world
-    from sim.query import MapQuery
-
     cat: dict[tuple[str, str], dict[str, list[int]]] = {}
     for seed in building_seeds:
         q = MapQuery(load_world(sim_config, family, int(seed)))
@@ -336,13 +320,8 @@ def build_regions(
     Raises:
         ValueError: no mode has any episode with a collision site, or no budget can be placed.
     """
-    from sim.env import load_world
-    from sim.query import MapQuery
-
     rc = regions_cfg
     if embedder is None:
-        from failtax.embedding import EmbeddingConfig, make_text_embedder
-
         embedder = make_text_embedder(EmbeddingConfig(kind=rc.embedder))
     episodes_dir = Path(episodes_dir)
     modes = [m for m in taxonomy.get("modes", []) if m.get("name") != OUTLIER]

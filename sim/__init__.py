@@ -5,8 +5,9 @@ nothing is generated or rendered at import). The main names are re-exported
 lazily (`from sim import IndoorNavEnv` imports sim.env on first use); the full
 list of entry points is at the top of docs/SIM.md:
 
-* ``sim.world``: ``generate_building``, ``Building``, ``WorldObject``, ``Part``,
-  ``SEMANTIC_CLASSES``, ``CAUSE_CLASSES``
+* ``sim.building``: ``Building``, ``WorldObject``, ``Part``, ``SEMANTIC_CLASSES``,
+  ``CAUSE_CLASSES``
+* ``sim.world``: ``generate_building``
 * ``sim.grid``: ``OccupancyGrid``
 * ``sim.planning``: ``GridPlanner``, ``plan_path``, ``shortcut_path``
 * ``sim.env``: ``IndoorNavEnv``, ``NavBatch``, ``load_world``, ``World``
@@ -28,9 +29,9 @@ if ENV_ID not in gymnasium.registry:
 _LAZY = {
     "IndoorNavEnv": "sim.env", "NavBatch": "sim.env", "World": "sim.env", "load_world": "sim.env",
     "SimConfig": "sim.config", "load_sim_config": "sim.config",
-    "Building": "sim.world", "WorldObject": "sim.world", "Part": "sim.world",
-    "generate_building": "sim.world", "SEMANTIC_CLASSES": "sim.world",
-    "CAUSE_CLASSES": "sim.world", "OccupancyGrid": "sim.grid", "GridPlanner": "sim.planning",
+    "Building": "sim.building", "WorldObject": "sim.building", "Part": "sim.building",
+    "generate_building": "sim.world", "SEMANTIC_CLASSES": "sim.building",
+    "CAUSE_CLASSES": "sim.building", "OccupancyGrid": "sim.grid", "GridPlanner": "sim.planning",
     "MapQuery": "sim.query", "EpisodeRecorder": "sim.recorder", "Region": "sim.topdown",
     "render_topdown": "sim.topdown", "make_vector_env": "sim.vector",
 }

@@ -15,7 +15,7 @@ says which ("collision" | "success" | "timeout" | None while running) and
 `info["collision"]` holds what was hit (see sim.physics.Collision).
 
 Reset options (all optional): ``family``, ``building_seed``, ``building`` (a
-hand-made sim.world.Building), ``start_xy``, ``start_yaw``, ``goal_xy``.
+hand-made sim.building.Building), ``start_xy``, ``start_yaw``, ``goal_xy``.
 Everything random comes from `reset(seed=...)`.
 
 The batched core `NavBatch` steps and renders many robots at once; the env
@@ -37,13 +37,14 @@ from gymnasium import spaces
 
 from common import stable_hash
 from sim import ENV_ID  # noqa: F401  (re-exported for callers of sim.env)
+from sim.building import SEMANTIC_CLASSES, Building
 from sim.config import SimConfig, load_sim_config
 from sim.geometry import CompiledGeometry, compile_building
 from sim.grid import OccupancyGrid
 from sim.physics import Collision, CollisionChecker, unicycle_step
 from sim.planning import GridPlanner
 from sim.render import Raycaster
-from sim.world import SEMANTIC_CLASSES, Building, generate_building
+from sim.world import generate_building
 
 RESET_OPTIONS = ("family", "building_seed", "building", "start_xy", "start_yaw", "goal_xy")
 PLANNER_MARGIN_M = 0.03  # extra clearance the grid planner keeps beyond the body radius

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-from sim.world import CLASS_IDS, TEXTURES, Building
+from sim.building import CLASS_IDS, TEXTURES, Building
 
 TEXTURE_IDS = {name: i for i, name in enumerate(TEXTURES)}
 
@@ -198,8 +199,6 @@ def clearance_grid(
     Returns:
         (ny, nx) float32 clearance.
     """
-    from scipy import ndimage
-
     ny, nx = shape
     seg_mask, circ_mask = masks if masks is not None else geom.colliders(body_height_m)
     out = np.full(shape, np.inf, dtype=np.float32)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.building import Building
 from sim.geometry import CompiledGeometry, clearance_grid, compile_building
-from sim.world import Building
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sim.building import Building, cause_class_of
 from sim.config import RobotConfig
 from sim.geometry import CompiledGeometry, nearest_contact
-from sim.world import Building, cause_class_of
 
 _SUBSTEPS = 4
 _BISECT_ITERS = 12
@@ -30,7 +30,7 @@ class Collision:
         object_id, object_class, material: the object touched.
         part: the part touched ("leg", "seat", "panel", ...).
         contact_point: [x_m, y_m] on the object's surface.
-        cause_class: hazard class held responsible (sim.world.CAUSE_CLASSES).
+        cause_class: hazard class held responsible (sim.building.CAUSE_CLASSES).
         step: index of the first state in contact, i.e. the number of actions
             taken when the contact happened (set by the env).
     """

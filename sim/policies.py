@@ -19,9 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
+from sim.building import Building
 from sim.env import IndoorNavEnv, world_from_building
 from sim.planning import shortcut_path
-from sim.world import Building
 
 POLICY_NAMES = ("goal_seeker", "path_follower", "blind_follower", "random")
 # Classes a camera-based policy tends not to perceive (see docs/SIM.md).

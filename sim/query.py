@@ -25,10 +25,10 @@ import numpy as np
 from matplotlib.path import Path as MplPath
 
 from common import derive_rng
+from sim.building import default_cause_class
 from sim.env import World
 from sim.geometry import clearance_grid, point_segment_distance
 from sim.topdown import Region
-from sim.world import default_cause_class
 
 
 @dataclass(frozen=True)

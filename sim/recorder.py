@@ -5,9 +5,10 @@ action taken from it; the last record holds the terminal state with
 ``action: null``. On a collision `failure_step` is the index of the first
 record in contact, which is also `ground_truth.collision.step`.
 
-An episode is buffered in memory and written in one go through
-`common.atomic_dir` (built in ``<id>.tmp/`` and renamed), so a killed
-run never leaves something that looks like an episode.
+An episode is buffered in memory as the typed records of `common.episode`
+and written in one go by `common.episode.write_episode` (built in
+``<id>.tmp/`` and renamed), so a killed run never leaves something that looks
+like an episode.
 
 Example (writer fed per step):
     >>> rec = EpisodeRecorder("episodes", robot="scripted-goal-seeker")
@@ -26,26 +27,33 @@ Or wrap the env: ``RecordEpisodes(env, "episodes", robot="cnn@ckpt3")``.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from PIL import Image
 
-from common import atomic_dir
+from common.episode import (
+    CHANNEL_DTYPES,
+    META_FILE,
+    CameraMeta,
+    CollisionTruth,
+    EpisodeMeta,
+    GroundTruth,
+    StepRecord,
+    check_episode_id,
+    encode_frame,
+    frame_name,
+    write_episode,
+)
+from sim.building import SEMANTIC_CLASSES
 from sim.config import SimConfig
-from sim.world import SEMANTIC_CLASSES
 
-SCHEMA_VERSION = 1
 SOURCE = "failtax-sim"
-CHANNELS = ("depth", "semantic", "instance")
+CHANNELS = tuple(CHANNEL_DTYPES)  # depth, semantic, instance
 
 
 @dataclass
@@ -54,7 +62,7 @@ class _Pending:
     seed: int | None
     config: SimConfig
     info0: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
     frames: dict[int, bytes] = field(default_factory=dict)
     channels: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     last_info: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +110,7 @@ class EpisodeRecorder:
 
     def exists(self, episode_id: str) -> bool:
         """True when a complete episode with this id is already on disk."""
-        return (self.root / episode_id / "meta.json").is_file()
+        return (self.root / episode_id / META_FILE).is_file()
 
     @property
     def active(self) -> bool:
@@ -112,8 +120,7 @@ class EpisodeRecorder:
     def start(self, episode_id: str, obs: dict[str, Any], info: dict[str, Any], *,
               seed: int | None, config: SimConfig) -> None:
         """Begin an episode from the observation/info returned by reset()."""
-        if not episode_id or "/" in episode_id or episode_id.endswith(".tmp"):
-            raise ValueError(f"bad episode id {episode_id!r}: no '/', must not end in .tmp")
+        check_episode_id(episode_id)
         self._ep = _Pending(episode_id, seed, config, dict(info))
         self._add_state(obs, info)
 
@@ -121,7 +128,7 @@ class EpisodeRecorder:
         """Record the action taken from the last state and the state it led to."""
         if self._ep is None:
             raise RuntimeError("call start() before step()")
-        self._ep.records[-1]["action"] = [float(a) for a in np.asarray(action).ravel()]
+        self._ep.records[-1].action = [float(a) for a in np.asarray(action).ravel()]
         self._add_state(obs, info)
 
     def discard(self) -> None:
@@ -142,52 +149,32 @@ class EpisodeRecorder:
             failure_step = len(ep.records) - 1
         cam = ep.config.camera
         stored = sorted({k for chans in ep.channels.values() for k in chans})
-        meta = {
-            "schema_version": SCHEMA_VERSION,
-            "episode_id": ep.episode_id,
-            "source": self.source,
-            "robot": self.robot,
-            "env_id": self.env_id,
-            "building_id": ep.info0.get("building_id"),
-            "building_family": ep.info0.get("building_family"),
-            "seed": ep.seed,
-            "dt_s": ep.config.episode.dt_s,
-            "frame_stride": self.frame_stride,
-            "num_steps": len(ep.records),
-            "camera": {"fov_deg": cam.fov_deg, "height_m": cam.height_m, "width": cam.width_px,
-                       "height": cam.height_px, "pitch_deg": cam.pitch_deg},
-            "outcome": outcome,
-            "failure_step": failure_step,
-            "channels": stored,
-            "semantic_classes": ({str(k): v for k, v in SEMANTIC_CLASSES.items()}
-                                 if "semantic" in stored else {}),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        truth = {
-            "schema_version": SCHEMA_VERSION,
-            "outcome": outcome,
-            "collision": None,
-            "cause_class": None,
-        }
+        meta = EpisodeMeta(
+            episode_id=ep.episode_id,
+            source=self.source,
+            robot=self.robot,
+            env_id=self.env_id,
+            building_id=ep.info0.get("building_id"),
+            building_family=ep.info0.get("building_family"),
+            seed=ep.seed,
+            dt_s=ep.config.episode.dt_s,
+            frame_stride=self.frame_stride,
+            num_steps=len(ep.records),
+            camera=CameraMeta(fov_deg=cam.fov_deg, height_m=cam.height_m, width=cam.width_px,
+                              height=cam.height_px, pitch_deg=cam.pitch_deg),
+            outcome=outcome,
+            failure_step=failure_step,
+            channels=stored,
+            semantic_classes=({str(k): v for k, v in SEMANTIC_CLASSES.items()}
+                              if "semantic" in stored else {}),
+        )
+        truth = GroundTruth(outcome=outcome)
         if outcome == "collision" and collision:
-            truth["collision"] = {k: collision[k] for k in (
-                "object_id", "object_class", "material", "contact_point", "step", "part")}
-            truth["cause_class"] = collision["cause_class"]
-        final = self.root / ep.episode_id
-        with atomic_dir(final, overwrite=self.overwrite) as tmp:
-            (tmp / "frames").mkdir()
-            for k, png in ep.frames.items():
-                (tmp / "frames" / f"{k:06d}.png").write_bytes(png)
-            if ep.channels:
-                (tmp / "channels").mkdir()
-                for k, arrays in ep.channels.items():
-                    np.savez_compressed(tmp / "channels" / f"{k:06d}.npz", **arrays)
-            lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in ep.records)
-            (tmp / "steps.jsonl").write_text(lines)
-            (tmp / "ground_truth.json").write_text(json.dumps(truth, sort_keys=True, indent=2))
-            # meta.json last: a folder without it is not an episode.
-            (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True, indent=2))
-        return final
+            truth.collision = CollisionTruth(**{k: collision[k] for k in (
+                "object_id", "object_class", "material", "contact_point", "step", "part")})
+            truth.cause_class = collision["cause_class"]
+        return write_episode(self.root, meta, ep.records, ep.frames, channels=ep.channels,
+                             ground_truth=truth, overwrite=self.overwrite)
 
     # ------------------------------------------------------------------ internals
     def _add_state(self, obs: dict[str, Any], info: dict[str, Any]) -> None:
@@ -197,33 +184,26 @@ class EpisodeRecorder:
         keep = k % self.frame_stride == 0 or terminal
         x, y, yaw = info["pose"]
         vel = np.asarray(obs["velocity"], float)
-        rec = {
-            "step": k,
-            "t_s": round(k * ep.config.episode.dt_s, 6),
-            "x_m": float(x), "y_m": float(y), "yaw_rad": float(yaw),
-            "v_mps": float(vel[0]), "w_radps": float(vel[1]),
-            "action": None,
-            "goal": [float(g) for g in info["goal_xy"]],
-            "frame": f"frames/{k:06d}.png" if keep else None,
-        }
+        rec = StepRecord(
+            step=k,
+            t_s=round(k * ep.config.episode.dt_s, 6),
+            x_m=float(x), y_m=float(y), yaw_rad=float(yaw),
+            v_mps=float(vel[0]), w_radps=float(vel[1]),
+            action=None,
+            goal=[float(g) for g in info["goal_xy"]],
+            frame=frame_name(k) if keep else None,
+        )
         ep.records.append(rec)
         ep.last_info = info
         if not keep:
             return
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(obs["image"], np.uint8)).save(buf, format="PNG")
-        ep.frames[k] = buf.getvalue()
+        ep.frames[k] = encode_frame(obs["image"])
         arrays = {}
         for name in self.channels:
             src = obs.get(name) if name in obs else info.get(name)
             if src is None:
                 continue
-            if name == "depth":
-                arrays[name] = np.asarray(src).astype(np.float16)
-            elif name == "semantic":
-                arrays[name] = np.asarray(src).astype(np.uint8)
-            else:
-                arrays[name] = np.asarray(src).astype(np.uint16)
+            arrays[name] = np.asarray(src).astype(CHANNEL_DTYPES[name])
         if arrays:
             ep.channels[k] = arrays
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim.building import CLASS_IDS, Building
 from sim.config import CameraConfig
 from sim.geometry import TEXTURE_IDS, CompiledGeometry
-from sim.world import CLASS_IDS, Building
 
 _LIGHT = np.array([0.6, 0.8], dtype=np.float32)
 _FOG_RGB = np.array([0.62, 0.62, 0.64], dtype=np.float32)
@@ -50,7 +50,7 @@ class RenderOutput:
     Attributes:
         rgb: (B, H, W, 3) uint8.
         depth: (B, H, W) float32 forward distance (m), inf beyond max range, or None.
-        semantic: (B, H, W) uint8 class id (sim.world.SEMANTIC_CLASSES), or None.
+        semantic: (B, H, W) uint8 class id (sim.building.SEMANTIC_CLASSES), or None.
         instance: (B, H, W) uint16 object id (0 = none), or None.
     """
 

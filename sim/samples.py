@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sim.building import CAUSE_CLASSES, OBJECT_CLASSES, default_cause_class
 from sim.config import SimConfig
 from sim.env import World
 from sim.render import Raycaster
-from sim.world import CAUSE_CLASSES, OBJECT_CLASSES, default_cause_class
 
 # Hazard class -> object classes that show it (a narrow gap is a doorway).
 HAZARD_OBJECTS: dict[str, tuple[str, ...]] = {

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sim.world import Building
+from sim.building import Building
 
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "wall": (60, 60, 60),

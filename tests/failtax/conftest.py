@@ -1,7 +1,7 @@
 """Shared fixtures for failtax tests: tiny episodes written in the episode format.
 
-`build_episode` writes one episode the way docs/EPISODE_FORMAT.md says, with a
-synthetic scene: the robot drives straight at a hazard (a glass door, a thin
+`build_episode` writes one episode through `common.episode.write_episode` (the
+format's one writer), with a synthetic scene: the robot drives straight at a hazard (a glass door, a thin
 pole, a low box or a plain wall) in front of a far wall, and the hazard grows in
 view until the collision at the last step. Frames are 32×32 RGB; channels carry
 depth, semantic and instance arrays that match the drawing; ground_truth.json
@@ -11,13 +11,21 @@ ready folder with two episodes of each of three hazards.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from common.episode import (
+    CameraMeta,
+    CollisionTruth,
+    EpisodeMeta,
+    GroundTruth,
+    StepRecord,
+    frame_name,
+    write_episode,
+)
 
 SIZE = 32
 FOV_DEG = 90.0
@@ -100,77 +108,58 @@ def build_episode(
     seed: int = 0,
 ) -> Path:
     """Write one episode folder under `root` and return its path."""
-    folder = root / episode_id
-    (folder / "frames").mkdir(parents=True)
-    if channels:
-        (folder / "channels").mkdir()
     rng = np.random.default_rng(seed)
     start_m = 0.15 + speed_mps * dt_s * (n_steps - 1)
-    steps = []
+    steps, frames, arrays = [], {}, {}
     for k in range(n_steps):
         x = speed_mps * dt_s * k
-        rgb, chans = render(start_m - x, hazard, rng)
-        name = f"{k:06d}"
-        Image.fromarray(rgb).save(folder / "frames" / f"{name}.png")
+        frames[k], chans = render(start_m - x, hazard, rng)
         if channels:
-            np.savez_compressed(folder / "channels" / f"{name}.npz", **chans)
+            arrays[k] = chans
         steps.append(
-            {
-                "step": k,
-                "t_s": round(k * dt_s, 3),
-                "x_m": x,
-                "y_m": 0.0,
-                "yaw_rad": 0.0,
-                "v_mps": speed_mps,
-                "w_radps": 0.0,
-                "action": [speed_mps, 0.0] if k < n_steps - 1 else None,
-                "goal": [start_m + 2.0, 0.0],
-                "frame": f"frames/{name}.png",
-            }
+            StepRecord(
+                step=k,
+                t_s=round(k * dt_s, 3),
+                x_m=x,
+                y_m=0.0,
+                yaw_rad=0.0,
+                v_mps=speed_mps,
+                w_radps=0.0,
+                action=[speed_mps, 0.0] if k < n_steps - 1 else None,
+                goal=[start_m + 2.0, 0.0],
+                frame=frame_name(k),
+            )
         )
-    (folder / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
-    meta = {
-        "schema_version": 1,
-        "episode_id": episode_id,
-        "source": "test-builder",
-        "robot": "straight-line",
-        "env_id": None,
-        "building_id": None,
-        "building_family": None,
-        "seed": seed,
-        "dt_s": dt_s,
-        "frame_stride": 1,
-        "num_steps": n_steps,
-        "camera": {
-            "fov_deg": FOV_DEG,
-            "height_m": CAM_H_M,
-            "width": SIZE,
-            "height": SIZE,
-            "pitch_deg": 0.0,
-        },
-        "outcome": outcome,
-        "failure_step": n_steps - 1 if outcome == "collision" else None,
-        "channels": ["depth", "semantic", "instance"] if channels else [],
-        "semantic_classes": {str(k): v for k, v in CLASSES.items()} if channels else {},
-        "created_at": "2026-01-01T00:00:00Z",
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
+    meta = EpisodeMeta(
+        episode_id=episode_id,
+        source="test-builder",
+        robot="straight-line",
+        seed=seed,
+        dt_s=dt_s,
+        frame_stride=1,
+        num_steps=n_steps,
+        camera=CameraMeta(fov_deg=FOV_DEG, height_m=CAM_H_M, width=SIZE, height=SIZE),
+        outcome=outcome,
+        failure_step=n_steps - 1 if outcome == "collision" else None,
+        channels=["depth", "semantic", "instance"] if channels else [],
+        semantic_classes={str(k): v for k, v in CLASSES.items()} if channels else {},
+        created_at="2026-01-01T00:00:00Z",
+    )
+    truth = None
     if ground_truth:
         cls, *_, cause = HAZARDS[hazard]
-        gt = {
-            "schema_version": 1,
-            "outcome": outcome,
-            "cause_class": cause,
-            "collision": {
-                "object_id": HAZARD_INSTANCE,
-                "object_class": CLASSES[cls],
-                "material": "test",
-                "contact_point": [start_m, 0.0],
-                "step": n_steps - 1,
-            },
-        }
-        (folder / "ground_truth.json").write_text(json.dumps(gt))
-    return folder
+        truth = GroundTruth(
+            outcome=outcome,
+            cause_class=cause,
+            collision=CollisionTruth(
+                object_id=HAZARD_INSTANCE,
+                object_class=CLASSES[cls],
+                material="test",
+                contact_point=[start_m, 0.0],
+                step=n_steps - 1,
+            ),
+        )
+    return write_episode(root, meta, steps, frames, channels=arrays, ground_truth=truth)
 
 
 @pytest.fixture

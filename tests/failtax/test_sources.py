@@ -43,7 +43,7 @@ def test_bad_episodes_are_reported_and_skipped(tmp_path, episode_factory):
     no_frames = episode_factory(tmp_path, "no-frames", n_steps=5)
     for f in (no_frames / "frames").iterdir():
         f.unlink()
-    episode_factory(tmp_path, "half.tmp", n_steps=5)
+    episode_factory(tmp_path, "half", n_steps=5).rename(tmp_path / "half.tmp")  # mid-write
     episode_factory(tmp_path, "won", n_steps=5, outcome="success")
 
     episodes, errors = scan(tmp_path)
@@ -145,3 +145,75 @@ def test_a_single_episode_folder_is_one_episode(tmp_path, episode_factory):
     folder = episode_factory(tmp_path, "only", n_steps=4)
     [ep], errors = scan(folder)
     assert ep.episode_id == "only" and errors == []
+
+
+@pytest.mark.parametrize("content", [[], ["notes.txt", "run.log"], ["data.bin", "sub/"]])
+def test_folder_of_no_supported_input_is_an_early_clear_error(tmp_path, content):
+    # Such a folder used to be taken for image folders and fail much later with
+    # "holds no explanations".
+    for name in content:
+        if name.endswith("/"):
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_text("x")
+    with pytest.raises(ValueError, match="cannot tell the source kind") as err:
+        make_source(SourceConfig(path=str(tmp_path)))
+    message = str(err.value)
+    if not content:
+        assert "the folder is empty" in message
+    for name in content:  # what was found is named: the files' suffixes, the folders
+        found = "1 folder(s)" if name.endswith("/") else "." + name.rsplit(".", 1)[-1]
+        assert found in message
+    for supported in ("meta.json", "video", "image", "CSV/JSONL", "source.kind"):
+        assert supported in message
+    with pytest.raises(ValueError, match="cannot tell the source kind"):
+        detect_kind(tmp_path)
+
+
+def test_images_directly_in_the_folder_say_what_an_image_source_wants(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(ValueError, match="3 images directly in the folder"):
+        detect_kind(tmp_path)
+
+
+def _point_frame_at(folder: Path, step: int, frame: str) -> None:
+    """Rewrite one step's `frame` in steps.jsonl (a hostile or broken converter)."""
+    lines = (folder / "steps.jsonl").read_text().splitlines()
+    rec = json.loads(lines[step])
+    rec["frame"] = frame
+    lines[step] = json.dumps(rec)
+    (folder / "steps.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "symlinked_frames_dir"])
+def test_frame_paths_outside_the_episode_are_rejected(tmp_path, episode_factory, how):
+    # A private image elsewhere on the machine, which must never be read (and so
+    # never be sent to a model or shown in a report).
+    secret = tmp_path / "private" / "secret.png"
+    secret.parent.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 255, np.uint8)).save(secret)
+    root = tmp_path / "episodes"
+    root.mkdir()
+    folder = episode_factory(root, "ep-evil", n_steps=4)
+    episode_factory(root, "ep-fine", n_steps=4)
+    if how == "dotdot":
+        _point_frame_at(folder, 1, "../../private/secret.png")
+    elif how == "absolute":
+        _point_frame_at(folder, 1, str(secret))
+    elif how == "symlink":
+        (folder / "frames" / "000001.png").unlink()
+        (folder / "frames" / "000001.png").symlink_to(secret)
+    else:  # the whole frames folder is a link out of the episode
+        for f in (folder / "frames").iterdir():
+            f.unlink()
+        (folder / "frames").rmdir()
+        (folder / "frames").symlink_to(secret.parent, target_is_directory=True)
+        for k in range(4):
+            _point_frame_at(folder, k, "frames/secret.png")
+    episodes, errors = scan(root)
+    assert [e.episode_id for e in episodes] == ["ep-fine"]
+    [err] = errors
+    assert (err.episode_id, err.kind) == ("ep-evil", "unsafe_path")
+    assert "outside the episode folder" in err.message or "climbs out" in err.message
+    assert all(secret.resolve() != p.resolve() for e in episodes for p in e.frame_paths)

@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from common.episode import (
+    CameraMeta,
+    CollisionTruth,
+    EpisodeMeta,
+    GroundTruth,
+    StepRecord,
+    write_episode,
+)
 from loop.config import LoopConfig, RegionsConfig
 from loop.regions import (
     arm_regions,
@@ -24,30 +32,28 @@ CHAIRS = {45: (10.40, 3.18), 46: (9.08, 2.70)}
 DECOY_CONTACT = (20.0, 15.0)  # what ground_truth.json claims: must never be used
 
 
-def _write_episode(root: Path, eid: str, target_xy, failure_step: int = 5) -> tuple[float, float]:
+def _write_episode(root: Path, eid: str, target_xy, failure_step: int = 5,
+                   outcome: str = "collision") -> tuple[float, float]:
     """A collision episode driving toward `target_xy`; returns the pose at failure_step.
 
     steps.jsonl goes on past failure_step (as a log with trailing records could),
     and ground_truth.json names a decoy contact point far away.
     """
-    d = root / eid
-    d.mkdir(parents=True)
     tx, ty = target_xy
     poses = [(tx - 0.3 - 0.1 * (failure_step - k), ty) for k in range(failure_step + 3)]
-    (d / "steps.jsonl").write_text("".join(
-        json.dumps({"step": k, "t_s": 0.1 * k, "x_m": x, "y_m": y, "yaw_rad": 0.0, "v_mps": 0.5,
-                    "w_radps": 0.0, "action": [0.0, 0.0], "goal": [tx + 3, ty],
-                    "frame": None}) + "\n" for k, (x, y) in enumerate(poses)))
-    (d / "meta.json").write_text(json.dumps({
-        "schema_version": 1, "episode_id": eid, "source": "test", "robot": "test",
-        "env_id": "failtax/IndoorNav-v0", "building_id": f"office_a-{BUILDING_SEED:06d}",
-        "building_family": "office_a", "seed": 0, "dt_s": 0.1, "frame_stride": 1,
-        "num_steps": len(poses), "camera": {}, "outcome": "collision",
-        "failure_step": failure_step, "channels": [], "semantic_classes": {}}))
-    (d / "ground_truth.json").write_text(json.dumps({
-        "schema_version": 1, "outcome": "collision", "cause_class": "chair",
-        "collision": {"object_id": 45, "object_class": "chair", "material": "fabric",
-                      "contact_point": list(DECOY_CONTACT), "step": failure_step}}))
+    steps = [StepRecord(step=k, t_s=0.1 * k, x_m=x, y_m=y, yaw_rad=0.0, v_mps=0.5, w_radps=0.0,
+                        action=[0.0, 0.0], goal=[tx + 3, ty], frame=None)
+             for k, (x, y) in enumerate(poses)]
+    meta = EpisodeMeta(
+        episode_id=eid, source="test", robot="test", env_id="failtax/IndoorNav-v0",
+        building_id=f"office_a-{BUILDING_SEED:06d}", building_family="office_a", seed=0,
+        dt_s=0.1, frame_stride=1, num_steps=len(poses),
+        camera=CameraMeta(fov_deg=90.0, height_m=0.5, width=32, height=32), outcome=outcome,
+        failure_step=failure_step if outcome == "collision" else None)
+    truth = GroundTruth(outcome="collision", cause_class="chair", collision=CollisionTruth(
+        object_id=45, object_class="chair", material="fabric",
+        contact_point=list(DECOY_CONTACT), step=failure_step))
+    write_episode(root, meta, steps, frames={}, ground_truth=truth)
     return poses[failure_step]
 
 
@@ -60,10 +66,7 @@ def failures(tmp_path_factory):
     for i, (oid, xy) in enumerate(CHAIRS.items()):
         expected[f"chair-{i}"] = _write_episode(root, f"chair-{i}", xy, failure_step=4)
     # A timeout has no collision site; it is reported, not used.
-    t = root / "timeout-0"
-    _write_episode(root, "timeout-0", (5.0, 5.0))
-    meta = json.loads((t / "meta.json").read_text())
-    (t / "meta.json").write_text(json.dumps({**meta, "outcome": "timeout", "failure_step": None}))
+    _write_episode(root, "timeout-0", (5.0, 5.0), outcome="timeout")
     taxonomy = {"schema_version": 1, "strategy": "cluster-then-name", "modes": [
         {"name": "transparent glass door", "keywords": ["glass", "door", "transparent"],
          "description": "The robot drives into a transparent glass door it cannot see.",

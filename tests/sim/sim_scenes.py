@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.world import Part, WorldObject
+from sim.building import Part, WorldObject
 
 GLASS = WorldObject(5, "glass_partition", "glass",
                     (Part("segment", ((5.0, 1.0), (5.0, 3.0)), 0.0, 2.6, name="panel"),),

@@ -14,10 +14,11 @@ import numpy as np
 from PIL import Image
 from sim_scenes import GLASS, LOW_BOX, POLE
 
+from sim.building import Part, WorldObject
 from sim.config import CameraConfig
 from sim.geometry import compile_building
 from sim.render import Raycaster
-from sim.world import Part, WorldObject, generate_building, simple_room
+from sim.world import generate_building, simple_room
 
 GOLDEN = Path(__file__).parent / "golden"
 PLAIN = WorldObject(9, "plain_wall", "plain_drywall",

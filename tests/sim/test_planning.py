@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sim.building import Part, WorldObject
 from sim.grid import OccupancyGrid
 from sim.planning import GridPlanner, plan_path, shortcut_path
-from sim.world import Part, WorldObject, generate_building, simple_room
+from sim.world import generate_building, simple_room
 
 
 def test_clearance_is_exact_near_a_wall():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from sim_scenes import GLASS, LOW_BOX, POLE
 
+from sim.building import CLASS_IDS, Part, WorldObject
 from sim.config import CameraConfig
 from sim.geometry import compile_building
 from sim.render import Raycaster
-from sim.world import CLASS_IDS, Part, WorldObject, simple_room
+from sim.world import simple_room
 
 RED = WorldObject(9, "wall", "painted_drywall",
                   (Part("segment", ((7.0, 0.5), (7.0, 3.5)), 0.0, 2.6, name="panel"),),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
+from sim.building import Part, WorldObject
 from sim.env import IndoorNavEnv
-from sim.world import Part, WorldObject, simple_room
+from sim.world import simple_room
 
 ROUTE = {"observation.route": "obs", "observation.route_lookahead_m": 1.0}
 

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from sim.building import OBJECT_CLASSES, Building
 from sim.config import HazardConfig
 from sim.grid import OccupancyGrid
 from sim.planning import GridPlanner
-from sim.world import OBJECT_CLASSES, Building, generate_building
+from sim.world import generate_building
 
 
 def test_same_seed_same_building_and_ids_unique():
