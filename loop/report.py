@@ -311,12 +311,11 @@ def plot_causes(results: dict, which: str = "in_distribution") -> str | None:
 
 def region_maps(cfg: LoopConfig, out: Path, max_maps: int = 2) -> list[tuple[str, str]]:
     """Top-down maps of the buildings with most collision sites: regions + failures."""
-    from nav_policy.config import load_sim_for
     from sim.env import load_world
     from sim.topdown import Region, render_topdown
 
     maps = []
-    sim_cfg = load_sim_for(cfg.nav)
+    sim_cfg = cfg.nav.sim
     for rfile in sorted(out.glob("cycle*/*/regions.json")):
         doc = _read_json(rfile) or {}
         counts: dict[str, int] = {}
