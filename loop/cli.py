@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from common import set_option
 from failtax.cli import COMMANDS as PIPELINE_COMMANDS
 from failtax.cli import LazyGroup
 
@@ -42,12 +41,22 @@ def main() -> None:
 
 
 
+def _parse_sets(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict:
+    # common.set_option's parser, imported on use: `common` pulls in numpy, and this
+    # module also holds the umbrella group, so `failtax --help` would wait for it
+    from common import parse_sets
+
+    return parse_sets(items)
+
+
 @click.command("close-loop")
 @click.argument("preset", default="quick")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Loop folder (default runs/loop-<preset>); an existing one is resumed.")
-@set_option("Dotted override of the loop config, e.g. --set budget_samples=2000 "
-            "--set nav.train.epochs=4 (repeatable).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              callback=_parse_sets,
+              help="Dotted override of the loop config, e.g. --set budget_samples=2000 "
+                   "--set nav.train.epochs=4 (repeatable).")
 @click.option("--base-url", default=None, metavar="URL",
               help="Use a running OpenAI-compatible server (…/v1) for discovery instead of "
                    "starting the embedded model.")
