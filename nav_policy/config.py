@@ -11,8 +11,8 @@ stage uses and the resolved config written into a run folder records.
 
 Example:
     >>> cfg = load_nav_config("default", {"collect.budget_samples": 2000})
-    >>> cfg.sim.camera.fov_deg
-    60.0
+    >>> cfg.sim.camera.fov_deg  # configs/sim/nav.yaml's 60, overridden in the preset
+    90.0
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ class SimRefConfig(StrictModel):
         Policies with `model.target_input: route` read the route point and
         datasets record it, so the nav stack always turns it on.
         """
-        path = None if self.config_path is None else resolve_preset(self.config_path, "sim")
-        return _with_route(load_sim_config(path, self.overrides))
+        return _with_route(load_sim_config(self.config_path, self.overrides))
 
 
 def _with_route(sim: SimConfig) -> SimConfig:
@@ -227,7 +226,7 @@ class NavConfig(StrictModel):
                 raise ValueError(
                     f"sim names a sim YAML ({', '.join(sorted(ref_keys & value.keys()))}) and "
                     f"also gives sim values ({', '.join(values)}); put the values into "
-                    "sim.overrides, e.g. --set 'nav.sim.overrides={camera.fov_deg: 90}'")
+                    "sim.overrides, e.g. sim: {config_path: ..., overrides: {camera.fov_deg: 90}}")
             return SimRefConfig.model_validate(value).resolve()
         return value
 
