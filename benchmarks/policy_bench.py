@@ -45,7 +45,7 @@ def _machine() -> dict:
 
 
 def bench_expert(episodes: int) -> list[dict]:
-    from nav_policy.config import ExpertConfig, MPCConfig, load_nav_config, load_sim_for
+    from nav_policy.config import ExpertConfig, MPCConfig, load_nav_config
     from nav_policy.evaluate import ExpertController
     from sim.env import IndoorNavEnv
 
@@ -57,7 +57,7 @@ def bench_expert(episodes: int) -> list[dict]:
                                    "mpc": MPCConfig(**{**cfg.expert.mpc.model_dump(),
                                                        "solver": solver, "fallback": fallback})})
             c = cfg.model_copy(update={"expert": ecfg})
-            sim_cfg = load_sim_for(c)
+            sim_cfg = c.sim
             env = IndoorNavEnv(sim_cfg)
             ctrl = ExpertController(c)
             outcomes, t0, steps = [], time.perf_counter(), 0

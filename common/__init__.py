@@ -1,12 +1,22 @@
 """Small helpers every failtax package shares: atomic files, stable hashes,
 derived RNGs and strict YAML-backed configs.
 
-This package is a leaf: it imports nothing else from the project, so `sim`,
+This package is a leaf: it imports nothing else from the project (it only
+reads the shipped YAML presets of the `configs` data package), so `sim`,
 `serving`, `nav_policy` and `failtax` may all use it without breaking the
 one-way import arrows of docs/DESIGN.md.
 """
 
-from common.config import StrictModel, dump_yaml, load_yaml
+from common.config import (
+    StrictModel,
+    apply_overrides,
+    dump_yaml,
+    load_yaml,
+    parse_sets,
+    preset_names,
+    resolve_preset,
+    set_option,
+)
 from common.fileio import (
     append_jsonl,
     atomic_dir,
@@ -20,6 +30,7 @@ from common.hashing import derive_rng, derive_seed, stable_hash
 __all__ = [
     "StrictModel",
     "append_jsonl",
+    "apply_overrides",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -28,6 +39,10 @@ __all__ = [
     "derive_seed",
     "dump_yaml",
     "load_yaml",
+    "parse_sets",
+    "preset_names",
     "read_jsonl",
+    "resolve_preset",
+    "set_option",
     "stable_hash",
 ]

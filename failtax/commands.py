@@ -10,20 +10,7 @@ from typing import Any
 import click
 import yaml
 
-from common import load_yaml
-
-
-def _parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
-    """--set key=value pairs; values are YAML scalars/lists ("3", "true", "[a, b]")."""
-    out: dict[str, Any] = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(
-                f"{item!r}: write --set dotted.key=value, e.g. --set reasoning.input_mode=facts"
-            )
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+from common import apply_overrides, load_yaml, parse_sets
 
 
 def _load(
@@ -35,7 +22,7 @@ def _load(
 ):
     from failtax.config import PipelineConfig
 
-    overrides = _parse_sets(sets)
+    overrides = parse_sets(sets)
     if base_url and embedded:
         raise click.UsageError("pass either --base-url or --embedded, not both")
     if base_url:
@@ -189,7 +176,7 @@ def assign(run_dir, sets, base_url, embedded, model, verbose):
 
     _setup_logging(verbose)
     base = _run_config(run_dir)
-    overrides = _parse_sets(sets)
+    overrides = parse_sets(sets)
     if base_url:
         overrides.update({"backend.kind": "openai", "backend.base_url": base_url})
     if embedded:
@@ -198,22 +185,11 @@ def assign(run_dir, sets, base_url, embedded, model, verbose):
         overrides["backend.model"] = model
     overrides["stages"] = ["assign", "report"]
     try:
-        cfg = PipelineConfig.model_validate(_apply(base, overrides))
+        cfg = PipelineConfig.model_validate(apply_overrides(base, overrides))
         summary = Run(cfg, run_dir, episodes=base.get("source", {}).get("path")).run()
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
-
-
-def _apply(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    data = json.loads(json.dumps(base))
-    for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return data
 
 
 @click.command()
@@ -251,7 +227,7 @@ def evaluate(run_dir, labels, config, sets):
     from failtax.evaluation import EvaluationConfig, evaluate_run
 
     try:
-        cfg = load_yaml(EvaluationConfig, config, _parse_sets(sets))
+        cfg = load_yaml(EvaluationConfig, config, parse_sets(sets))
         result = evaluate_run(run_dir, labels, cfg)
     except ValueError as e:
         raise click.ClickException(str(e)) from None

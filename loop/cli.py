@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import click
-import yaml
 
 from failtax.cli import COMMANDS as PIPELINE_COMMANDS
 from failtax.cli import LazyGroup
@@ -42,11 +41,20 @@ def main() -> None:
 
 
 
+def _parse_sets(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict:
+    # common.set_option's parser, imported on use: `common` pulls in numpy, and this
+    # module also holds the umbrella group, so `failtax --help` would wait for it
+    from common import parse_sets
+
+    return parse_sets(items)
+
+
 @click.command("close-loop")
 @click.argument("preset", default="quick")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Loop folder (default runs/loop-<preset>); an existing one is resumed.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              callback=_parse_sets,
               help="Dotted override of the loop config, e.g. --set budget_samples=2000 "
                    "--set nav.train.epochs=4 (repeatable).")
 @click.option("--base-url", default=None, metavar="URL",
@@ -55,11 +63,11 @@ def main() -> None:
 @click.option("--model", default=None, help="Served model name at --base-url.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each stage's start and finish.")
-def close_loop(preset, out_dir, sets, base_url, model, quiet, verbose):
+def close_loop(preset, out_dir, overrides, base_url, model, quiet, verbose):
     """Close the loop from failure taxonomy to a safer policy.
 
-    PRESET is `quick` (CPU, ~20 min), `full` (paper scale, every arm 3 times)
-    or a loop YAML (keys: loop/config.py). Stages: base policy →
+    PRESET is `quick` (CPU, ~20 min), `full` (paper scale, every arm 3 times),
+    another configs/loop/ preset or a loop YAML (keys: loop/config.py). Stages: base policy →
     evaluate → mine failures → `failtax discover` → regions (collision sites +
     semantic matches) → collect B expert samples per arm (targeted_semantic,
     targeted_collision, uniform; same budget and seeds) → fine-tune each arm →
@@ -79,12 +87,6 @@ def close_loop(preset, out_dir, sets, base_url, model, quiet, verbose):
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
-    overrides = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected key=value, e.g. budget_samples=2000")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = yaml.safe_load(v)
     if base_url:
         overrides["pipeline.backend.kind"] = "openai"
         overrides["pipeline.backend.base_url"] = base_url

@@ -12,17 +12,15 @@ Example:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from common import StrictModel, load_yaml, resolve_preset
 from failtax.config import PipelineConfig
-from common import StrictModel, load_yaml
 from nav_policy.config import NavConfig
 
 ARMS = ("targeted_semantic", "targeted_collision", "uniform")
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "loop"
 
 
 class BaseStageConfig(StrictModel):
@@ -141,23 +139,12 @@ class LoopConfig(StrictModel):
         return self
 
 
-def resolve_preset(name_or_path: str) -> Path:
-    """`quick`/`full` (configs/loop/<name>.yaml) or a YAML path."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    preset = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not preset.exists():
-        known = sorted(x.stem for x in PRESETS_DIR.glob("*.yaml"))
-        raise ValueError(f"unknown preset {name_or_path!r}; valid: {', '.join(known)} "
-                         "or a path to a YAML file")
-    return preset
-
-
 def load_loop_config(name_or_path: str | os.PathLike | None = None,
                      overrides: dict[str, Any] | None = None) -> LoopConfig:
-    """Load a LoopConfig from a preset name or YAML path (None: defaults), with dotted overrides."""
-    path = None if name_or_path is None else resolve_preset(str(name_or_path))
+    """Load a LoopConfig from a preset name (`quick`, `full`: configs/loop/) or a YAML path
+    (None: defaults), with dotted overrides. The sim config `nav.sim` names is read here, once,
+    and the result holds it resolved (`cfg.nav.sim` is a `SimConfig`)."""
+    path = None if name_or_path is None else resolve_preset(name_or_path, "loop")
     cfg = load_yaml(LoopConfig, path, overrides)
     if path is not None and cfg.preset is None:
         cfg = cfg.model_copy(update={"preset": path.stem})

@@ -313,12 +313,11 @@ def region_maps(cfg: LoopConfig, out: Path, max_maps: int = 2) -> list[tuple[str
     Returns:
         (title, PNG data URI) per map.
     """
-    from nav_policy.config import load_sim_for
     from sim.env import load_world
     from sim.topdown import Region, render_topdown
 
     maps = []
-    sim_cfg = load_sim_for(cfg.nav)
+    sim_cfg = cfg.nav.sim
     for rfile in sorted(out.glob("cycle*/*/regions.json")):
         doc = _read_json(rfile) or {}
         counts: dict[str, int] = {}

@@ -37,6 +37,7 @@ from typing import Any
 
 from common import (
     append_jsonl,
+    apply_overrides,
     atomic_write_json,
     atomic_write_text,
     derive_seed,
@@ -161,15 +162,11 @@ def stage_seconds(out_dir: str | os.PathLike) -> dict[str, float]:
 
 # ---------------------------------------------------------------------- helpers
 def nav_config(cfg: LoopConfig, **dotted: Any) -> NavConfig:
-    """cfg.nav with dotted overrides, e.g. nav_config(cfg, **{"collect.arm": "targeted"})."""
-    data = cfg.nav.model_dump(mode="json")
-    for key, value in dotted.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return NavConfig.model_validate(data)
+    """cfg.nav with dotted overrides, e.g. nav_config(cfg, **{"collect.arm": "targeted"}).
+
+    The sim config stays the one resolved when the loop config was loaded.
+    """
+    return NavConfig.model_validate(apply_overrides(cfg.nav.model_dump(mode="json"), dotted))
 
 
 def _nav_section(cfg: LoopConfig, *names: str) -> dict:
@@ -375,12 +372,11 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
         import json
 
         from failtax.pipeline import read_explanations
-        from nav_policy.config import load_sim_for
 
         explanations = {e.episode_id: e.failure_reason for e in read_explanations(run_dir)}
         doc = build_regions(
             json.loads((run_dir / "taxonomy.json").read_text()),
-            read_jsonl(run_dir / "assignments.jsonl"), episodes, load_sim_for(cfg.nav),
+            read_jsonl(run_dir / "assignments.jsonl"), episodes, cfg.nav.sim,
             cfg.regions, budget_samples=cfg.budget_samples, split=cfg.split,
             min_mode_frequency=cfg.min_mode_frequency, family=cfg.eval.in_distribution_family,
             explanations=explanations)

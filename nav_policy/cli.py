@@ -1,7 +1,8 @@
 """`failtax nav`: collect expert data, train, evaluate, check the expert.
 
-Every command takes `--config` (a configs/nav/*.yaml) and `--set key=value`
-dotted overrides; dedicated options are shortcuts for the common overrides.
+Every command takes `--config` (a configs/nav/ preset name or a YAML path) and
+`--set key=value` dotted overrides; dedicated options are shortcuts for the
+common overrides.
 """
 
 from __future__ import annotations
@@ -12,35 +13,27 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
+from common import set_option
 from nav_policy.config import NavConfig, load_nav_config
 
-_DEFAULT_CONFIG = "configs/nav/default.yaml"
+_DEFAULT_PRESET = "default"
 
 
-def _load(config: str | None, sets: tuple[str, ...], extra: dict[str, Any]) -> NavConfig:
-    overrides: dict[str, Any] = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r}: expected key=value, e.g. train.epochs=4")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = yaml.safe_load(v)
-    overrides.update({k: v for k, v in extra.items() if v is not None})
-    path = config
-    if path is None and Path(_DEFAULT_CONFIG).exists():
-        path = _DEFAULT_CONFIG
+def _load(config: str, sets: dict[str, Any], extra: dict[str, Any]) -> NavConfig:
+    overrides = {**sets, **{k: v for k, v in extra.items() if v is not None}}
     try:
-        return load_nav_config(path, overrides)
+        return load_nav_config(config, overrides)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
 
 def _common(f):
-    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Dotted config override, repeatable (e.g. --set train.epochs=4).")(f)
-    f = click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-                     help=f"Nav config YAML (default {_DEFAULT_CONFIG} when present).")(f)
+    f = set_option("Dotted config override, repeatable (e.g. --set train.epochs=4).",
+                   name="sets")(f)
+    f = click.option("--config", "config", default=_DEFAULT_PRESET, show_default=True,
+                     metavar="PRESET|YAML",
+                     help="Nav config: a configs/nav/ preset name or a YAML file.")(f)
     return f
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import derive_rng, derive_seed, stable_hash
-from nav_policy.config import EVAL_SEED_OFFSET, NavConfig, load_sim_for
+from nav_policy.config import EVAL_SEED_OFFSET, NavConfig
 from nav_policy.dataset import (
     Shard,
     list_shards,
@@ -72,7 +72,7 @@ def collection_fingerprint(cfg: NavConfig, regions_hash: str | None,
            else {}),
         "regions": regions_hash, "dagger": dagger_hash,
         "expert": cfg.expert.model_dump(mode="json"),
-        "sim": load_sim_for(cfg).model_dump(mode="json"),
+        "sim": cfg.sim.model_dump(mode="json"),
     })
 
 
@@ -92,7 +92,7 @@ def _worker_state(cfg: NavConfig) -> dict[str, Any]:
     from nav_policy.expert import make_expert
     from sim.env import IndoorNavEnv
 
-    sim_cfg = load_sim_for(cfg)
+    sim_cfg = cfg.sim
     state: dict[str, Any] = {
         "key": key, "sim_config": sim_cfg, "env": IndoorNavEnv(sim_cfg),
         "expert": make_expert(cfg.expert, sim_cfg), "limits": RobotLimits.from_sim(sim_cfg),

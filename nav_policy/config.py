@@ -1,11 +1,18 @@
 """Typed configuration of the navigation policy stack (values in configs/nav/*.yaml).
 
-`NavConfig` nests one model per stage: the simulator to use, the expert
-(planner + MPC), the CNN, collection, training and evaluation. Load one with
-`load_nav_config(path, overrides)`; unknown keys are errors.
+`NavConfig` nests one model per stage: the simulator, the expert (planner +
+MPC), the CNN, collection, training and evaluation. Load one with
+`load_nav_config(path_or_preset, overrides)`; unknown keys are errors.
+
+The simulator section is resolved once, when the config is loaded: a YAML
+file names a sim config (`sim: {config_path: configs/sim/nav.yaml, overrides:
+{...}}`), and `NavConfig.sim` holds the resulting `SimConfig`, which every
+stage uses and the resolved config written into a run folder records.
 
 Example:
-    >>> cfg = load_nav_config("configs/nav/default.yaml", {"collect.budget_samples": 2000})
+    >>> cfg = load_nav_config("default", {"collect.budget_samples": 2000})
+    >>> cfg.sim.camera.fov_deg  # configs/sim/nav.yaml's 60, overridden in the preset
+    90.0
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from common import StrictModel, load_yaml
+from common import StrictModel, load_yaml, resolve_preset
+from sim.config import SimConfig, load_sim_config
 
 # Reset seeds of evaluation sets live at or above this offset; training and
 # collection seeds are reduced below it, so the two can never overlap.
@@ -23,11 +31,30 @@ EVAL_SEED_OFFSET = 1 << 40
 
 
 class SimRefConfig(StrictModel):
-    """Which simulator configuration the policy lives in."""
+    """How a YAML file names the simulator: a sim YAML and dotted overrides on top.
 
-    config_path: str | None = "configs/sim/nav.yaml"  # sim YAML (None: sim defaults)
+    Only an input form: loading a NavConfig turns it into `NavConfig.sim`, a `SimConfig`.
+    """
+
+    # sim YAML: a path or a configs/sim/ preset name (None: sim defaults)
+    config_path: str | None = "configs/sim/nav.yaml"
     # Dotted-key overrides applied on top, e.g. {"episode.time_limit_s": 40}.
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    def resolve(self) -> SimConfig:
+        """The SimConfig this reference names, with the `route` observation on.
+
+        Policies with `model.target_input: route` read the route point and
+        datasets record it, so the nav stack always turns it on.
+        """
+        return _with_route(load_sim_config(self.config_path, self.overrides))
+
+
+def _with_route(sim: SimConfig) -> SimConfig:
+    if sim.observation.route == "obs":
+        return sim
+    return sim.model_copy(update={"observation": sim.observation.model_copy(
+        update={"route": "obs"})})
 
 
 class MPCConfig(StrictModel):
@@ -180,12 +207,33 @@ class EvaluateConfig(StrictModel):
 class NavConfig(StrictModel):
     """Everything the `failtax nav` commands read."""
 
-    sim: SimRefConfig = SimRefConfig()  # simulator configuration
+    # The simulator, resolved at load time. In YAML either a reference to a sim YAML,
+    # {config_path, overrides} (SimRefConfig), or the sim config's values themselves.
+    sim: SimConfig = Field(default_factory=lambda: SimRefConfig().resolve())
     expert: ExpertConfig = ExpertConfig()  # expert planner and controller
     model: ModelConfig = ModelConfig()  # CNN policy
     collect: CollectConfig = CollectConfig()  # data collection
     train: TrainConfig = TrainConfig()  # training / fine-tuning
     evaluate: EvaluateConfig = EvaluateConfig()  # evaluation
+
+    @field_validator("sim", mode="before")
+    @classmethod
+    def _resolve_sim(cls, value: Any) -> Any:
+        ref_keys = set(SimRefConfig.model_fields)
+        if isinstance(value, dict) and ref_keys & value.keys():
+            values = sorted(value.keys() - ref_keys)
+            if values:
+                raise ValueError(
+                    f"sim names a sim YAML ({', '.join(sorted(ref_keys & value.keys()))}) and "
+                    f"also gives sim values ({', '.join(values)}); put the values into "
+                    "sim.overrides, e.g. sim: {config_path: ..., overrides: {camera.fov_deg: 90}}")
+            return SimRefConfig.model_validate(value).resolve()
+        return value
+
+    @field_validator("sim", mode="after")
+    @classmethod
+    def _route_on(cls, sim: SimConfig) -> SimConfig:
+        return _with_route(sim)
 
     @model_validator(mode="after")
     def _check(self) -> NavConfig:
@@ -206,26 +254,6 @@ class NavConfig(StrictModel):
 def load_nav_config(
     path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
 ) -> NavConfig:
-    """Load a `NavConfig` from YAML (None: defaults) with dotted-key overrides."""
-    return load_yaml(NavConfig, path, overrides)
-
-
-def load_sim_for(cfg: NavConfig):
-    """The SimConfig a NavConfig refers to (imports sim lazily).
-
-    The `route` observation is always on: policies with `model.target_input:
-    route` read it, datasets record it.
-    """
-    from sim.config import load_sim_config
-
-    path = cfg.sim.config_path
-    if path is not None and not os.path.isabs(path) and not os.path.exists(path):
-        # Relative to the repository root when run from elsewhere.
-        here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
-        if os.path.exists(here):
-            path = here
-    sim = load_sim_config(path, cfg.sim.overrides)
-    if sim.observation.route != "obs":
-        sim = sim.model_copy(update={"observation": sim.observation.model_copy(
-            update={"route": "obs"})})
-    return sim
+    """Load a `NavConfig` from YAML or a configs/nav/ preset name (None: defaults) with
+    dotted-key overrides; the sim config it names is read here, once."""
+    return load_yaml(NavConfig, None if path is None else resolve_preset(path, "nav"), overrides)

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import append_jsonl, atomic_write_json, derive_seed, read_jsonl, stable_hash
-from nav_policy.config import EVAL_SEED_OFFSET, NavConfig, load_sim_for
+from nav_policy.config import EVAL_SEED_OFFSET, NavConfig
 from nav_policy.stats import summarize_outcomes
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class ExpertController(Controller):
     def __init__(self, cfg: NavConfig) -> None:
         from nav_policy.expert import make_expert
 
-        self.expert = make_expert(cfg.expert, load_sim_for(cfg))
+        self.expert = make_expert(cfg.expert, cfg.sim)
         self.name = f"expert-{cfg.expert.kind}"
 
     def reset(self, env) -> None:
@@ -117,7 +117,7 @@ class RoutePursuitController(Controller):
     def __init__(self, cfg: NavConfig) -> None:
         from nav_policy.model import RobotLimits
 
-        self.limits = RobotLimits.from_sim(load_sim_for(cfg))
+        self.limits = RobotLimits.from_sim(cfg.sim)
         self.speed = cfg.expert.cruise_speed_mps
 
     def act(self, obs: dict, env) -> np.ndarray:
@@ -140,7 +140,7 @@ def _make_controller(spec: dict) -> Controller:
 
 # ---------------------------------------------------------------------- rollouts
 def _sim_config_for_eval(cfg: NavConfig, record: bool):
-    sim_cfg = load_sim_for(cfg)
+    sim_cfg = cfg.sim
     if record:
         # Channels go to the info dict, so the recorder stores them with the frames.
         obs = sim_cfg.observation.model_copy(update={k: "info" for k in _CHANNELS})
@@ -218,7 +218,7 @@ def run_evaluation(cfg: NavConfig, spec: dict, out_dir: str | os.PathLike, *,
     ident = {"family": e.family, "eval_set_seed": e.eval_set_seed, "spec": spec.get("kind"),
              "controller": stable_hash(Path(spec["checkpoint"]).read_bytes())
              if spec["kind"] == "policy" else stable_hash(spec["config"]["expert"]),
-             "sim": load_sim_for(cfg).model_dump(mode="json")}
+             "sim": cfg.sim.model_dump(mode="json")}
     fp = stable_hash(ident)
     done = {r["index"]: r for r in read_jsonl(out / "rollouts.jsonl") if r.get("fingerprint") == fp}
     stale = [r for r in read_jsonl(out / "rollouts.jsonl") if r.get("fingerprint") != fp]

@@ -215,9 +215,7 @@ def train_policy(
     # ---- data
     data = load_datasets(list(dataset_dirs))
     if limits is None:
-        from nav_policy.config import load_sim_for
-
-        limits = RobotLimits.from_sim(load_sim_for(cfg))
+        limits = RobotLimits.from_sim(cfg.sim)
     image_hw = tuple(data.image.shape[1:3])
 
     # ---- model

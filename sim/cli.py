@@ -5,28 +5,23 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
+from common import set_option
+
 log = logging.getLogger(__name__)
 
 
-def _config(config_path: str | None, family: str | None, overrides: tuple[str, ...]):
-    import yaml
-
+def _config(config_path: str | None, family: str | None, overrides: dict[str, Any]):
     from sim.config import load_sim_config
 
-    ov = {}
-    for item in overrides:
-        if "=" not in item:
-            raise click.BadParameter(f"{item!r}: use KEY=VALUE, e.g. camera.width_px=96")
-        k, v = item.split("=", 1)
-        ov[k] = yaml.safe_load(v)
     if family:
-        ov["world.family"] = family
+        overrides = {**overrides, "world.family": family}
     try:
-        return load_sim_config(config_path, ov)
+        return load_sim_config(config_path, overrides)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
 
@@ -38,12 +33,12 @@ def _png_bytes(img) -> bytes:
 
 
 _config_options = [
-    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-                 default=None, help="SimConfig YAML (default: built-in defaults)."),
+    click.option("--config", "config_path", default=None, metavar="PRESET|YAML",
+                 help="Sim config: a configs/sim/ preset name or a YAML file "
+                      "(default: built-in defaults)."),
     click.option("--family", type=click.Choice(["office_a", "office_b"]), default=None,
                  help="Building family (overrides the config)."),
-    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                 help="Dotted config override, repeatable, e.g. --set camera.width_px=96."),
+    set_option("Dotted config override, repeatable, e.g. --set camera.width_px=96."),
 ]
 
 
@@ -66,7 +61,7 @@ def sim() -> None:
               help="Render size in pixels (default: the config's camera size).")
 @_with_config
 def samples(out_dir: str, building_seed: int, size_px: int | None, config_path: str | None,
-            family: str | None, overrides: tuple[str, ...]) -> None:
+            family: str | None, overrides: dict[str, Any]) -> None:
     """One camera image per hazard class, a labelled sheet and a top-down map."""
     from common import atomic_write_bytes
     from sim.env import load_world
@@ -106,7 +101,7 @@ def samples(out_dir: str, building_seed: int, size_px: int | None, config_path: 
 @click.option("--px-per-m", type=float, default=20.0, show_default=True)
 @_with_config
 def map_cmd(out_path: str, building_seed: int, px_per_m: float, config_path: str | None,
-            family: str | None, overrides: tuple[str, ...]) -> None:
+            family: str | None, overrides: dict[str, Any]) -> None:
     """Top-down map of one building, obstacles coloured by class."""
     from sim.env import load_world
     from sim.topdown import render_topdown, save_png
@@ -138,7 +133,7 @@ def map_cmd(out_path: str, building_seed: int, px_per_m: float, config_path: str
 @_with_config
 def rollout(out_dir: str, num_episodes: int, policies: tuple[str, ...], seed: int,
             frame_stride: int, channels: bool, draw_map: bool, workers: int,
-            config_path: str | None, family: str | None, overrides: tuple[str, ...]) -> None:
+            config_path: str | None, family: str | None, overrides: dict[str, Any]) -> None:
     """Record episodes with scripted policies in the failtax episode format."""
     from sim.env import load_world
     from sim.rollout import record_scripted_episodes

@@ -2,7 +2,7 @@
 
 `SimConfig` nests one model per concern: the robot, its camera, the world
 generator with its hazard rates, and episode limits. Load one with
-`load_sim_config(path, overrides)`; unknown keys are errors.
+`load_sim_config(path_or_preset, overrides)`; unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from common import StrictModel, load_yaml
+from common import StrictModel, load_yaml, resolve_preset
 
 BUILDING_FAMILIES = ("office_a", "office_b")
 
@@ -149,7 +149,10 @@ def load_sim_config(
 ) -> SimConfig:
     """Load a `SimConfig` from YAML (None: defaults) with dotted-key overrides.
 
+    `path` may be a shipped preset's name ("nav", "office_b": configs/sim/).
+
     Example:
         >>> cfg = load_sim_config(None, {"camera.width_px": 96, "camera.height_px": 96})
+        >>> cfg = load_sim_config("office_b")
     """
-    return load_yaml(SimConfig, path, overrides)
+    return load_yaml(SimConfig, None if path is None else resolve_preset(path, "sim"), overrides)

@@ -6,19 +6,8 @@ import logging
 from pathlib import Path
 
 import click
-import yaml
 
-
-def _parse_sets(sets: tuple[str, ...]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(
-                f"{item!r}: write --set dotted.key=value, e.g. --set source.max_episodes=50"
-            )
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+from common import set_option
 
 
 @click.command()
@@ -43,12 +32,9 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, object]:
     required=True,
     help="Comparison folder; an existing one is resumed (cached calls are not redone).",
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a shared config value, e.g. --set source.max_episodes=100 (repeatable).",
+@set_option(
+    "Override a shared config value, e.g. --set source.max_episodes=100 (repeatable).",
+    name="sets",
 )
 @click.option(
     "--match-threshold",
@@ -133,7 +119,7 @@ def compare(
     if least_agreeing is not None:
         settings["least_agreeing_episodes"] = least_agreeing
     try:
-        base = load_config(config, _parse_sets(sets))
+        base = load_config(config, sets)
         run = CompareRun(
             base,
             list(reasoners),

@@ -91,10 +91,10 @@ def test_targeted_collection_passes_near_regions(tmp_path):
 def test_targeted_collection_replays_logged_starts(tmp_path):
     import numpy as np
 
-    from nav_policy.config import load_nav_config, load_sim_for
+    from nav_policy.config import load_nav_config
     from sim.env import IndoorNavEnv
 
-    env = IndoorNavEnv(load_sim_for(load_nav_config(TINY)))
+    env = IndoorNavEnv(load_nav_config(TINY).sim)
     env.reset(seed=5, options={"family": "office_a", "building_seed": 3})
     start = {"xy": env.state[:2].tolist(), "yaw_rad": float(env.state[2]) + 0.3,
              "goal_xy": env.goal_xy.tolist()}
