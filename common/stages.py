@@ -14,7 +14,7 @@ again; the calls that had finished come back from the call cache).
     >>> h = stable_hash(["inputs", 1])                        # doctest: +SKIP
     >>> if not log.is_done("discover", h, [Path("runs/a/taxonomy.json")]):
     ...     log.append("discover", "start", input_hash=h)
-    ...     log.append("discover", "finish", input_hash=h, retryable=0)
+    ...     log.append("discover", "finish", input_hash=h)
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,12 +74,20 @@ class StageLog:
         )
 
 
+@dataclass(frozen=True)
+class StageOutcome:
+    """What a stage function may return to `StageRunner.run` beyond its files."""
+
+    # results that are fallbacks from failed model calls: the stage is redone on resume
+    retryable: int = 0
+
+
 class StageRunner(StageLog):
     """Runs named stages once: skip when outputs exist and the input hash is unchanged.
 
     Each `finish` line carries the input hash, wall `seconds` and `cpu_seconds`
-    (this process and its finished children), plus whatever fields the stage's
-    function returned (e.g. `retryable`: failed model calls a rerun retries).
+    (this process and its finished children), and `retryable` when the stage's
+    function returned a `StageOutcome` with failed model calls (a rerun redoes it).
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -91,7 +100,7 @@ class StageRunner(StageLog):
         name: str,
         inputs: Any,
         outputs: Sequence[Path],
-        fn: Callable[[], Mapping[str, Any] | None],
+        fn: Callable[[], object],
         *,
         on_change: Literal["rerun", "refuse"] = "rerun",
     ) -> None:
@@ -101,8 +110,9 @@ class StageRunner(StageLog):
             name: unique stage name, e.g. "cycle0/targeted_semantic/collect".
             inputs: JSON-able description of everything the stage's output depends on.
             outputs: files that must exist for the stage to count as done.
-            fn: does the work (itself resumable, or cheap); may return extra fields for
-                the finish line, e.g. {"retryable": 2} so that a rerun does it again.
+            fn: does the work (itself resumable, or cheap); a `StageOutcome` it returns
+                with `retryable` > 0 makes a rerun do the stage again (other results
+                are ignored).
             on_change: "rerun" (the stage's own resume logic copes with new inputs)
                 or "refuse" (a finished output with other inputs must not be resumed).
 
@@ -130,7 +140,10 @@ class StageRunner(StageLog):
         self.append(name, "start", input_hash=h)
         log.info("stage %s: start", name)
         t0, cpu0 = time.perf_counter(), cpu_seconds()
-        extra = fn() or {}
+        outcome = fn()
+        extra = {}
+        if isinstance(outcome, StageOutcome) and outcome.retryable:
+            extra["retryable"] = outcome.retryable
         seconds = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
         missing = [str(p) for p in outputs if not p.exists()]

@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from common import StrictModel, atomic_write_json, atomic_write_text, derive_seed, stable_hash
 from failtax.discovery.common import (
     clip,
     explanation_text,
@@ -56,7 +57,6 @@ from failtax.run_folder import (
     backend_stats,
 )
 from failtax.types import OUTLIER, Assignment, Explanation, Taxonomy
-from common import StrictModel, atomic_write_json, atomic_write_text, derive_seed, stable_hash
 from serving.protocol import BackendError, LLMBackend
 
 log = logging.getLogger(__name__)

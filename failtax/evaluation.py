@@ -44,10 +44,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from common import StrictModel, atomic_write_json, derive_rng
 from failtax.discovery.common import fill, load_prompt, mode_text
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
+from failtax.run_folder import read_assignments, read_explanations, read_taxonomy
 from failtax.types import OUTLIER, Assignment, Explanation, Mode, Taxonomy
-from common import StrictModel, atomic_write_json, derive_rng
+from serving import make_backend
+from serving.config import BackendConfig
 from serving.protocol import BackendError, LLMBackend
 
 log = logging.getLogger(__name__)
@@ -477,8 +480,6 @@ def evaluate_run(
     Raises:
         ValueError: no labels source, or no labelled episode in the run.
     """
-    from failtax.pipeline import read_assignments, read_explanations, read_taxonomy
-
     cfg = cfg or EvaluationConfig()
     run = Path(run_dir)
     run_config = _run_config(run)
@@ -495,8 +496,6 @@ def evaluate_run(
     if not any(a.episode_id in labels for a in assignments):
         raise ValueError(f"no episode of {run} has a label in {labels_source}; check the episode ids")
     if cfg.llm_judge and backend is None:
-        from serving import BackendConfig, make_backend
-
         backend = make_backend(BackendConfig(**(run_config.get("backend") or {})))
     others = [primary_modes(read_assignments(Path(r))) for r in cfg.compare_runs]
     result = evaluate(explanations, taxonomy, assignments, labels, cfg, backend=backend, other_runs=others)
