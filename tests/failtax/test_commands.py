@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from failtax.cli import main
 from common import read_jsonl
+from failtax.cli import main
 
 
 def test_help_explains_each_command():

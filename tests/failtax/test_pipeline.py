@@ -8,10 +8,10 @@ import re
 import pytest
 import yaml
 
+from common import read_jsonl
 from failtax.config import load_config
 from failtax.pipeline import Run, read_explanations, read_keyframes, run_pipeline
 from failtax.types import Assignment, Mode, Taxonomy
-from common import read_jsonl
 from serving.cache import CachedBackend
 from serving.protocol import BackendError
 
@@ -361,3 +361,22 @@ def test_failed_discovery_and_assignment_calls_are_retried_on_resume(tmp_path, e
     third = run_pipeline(alive, run_dir, episodes=episodes, progress=False)
     assert third["stages"]["discover"] == {"skipped": "taxonomy.json is up to date"}
     assert third["stages"]["assign"] == {"skipped": "assignments.jsonl is up to date"}
+
+
+def test_the_stage_list_follows_the_stage_names():
+    from failtax.pipeline import PIPELINE, STAGES
+
+    assert tuple(s.name for s in PIPELINE) == STAGES
+
+
+def test_config_imports_no_stage_driver():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, failtax.config; "
+        "print(sorted(m for m in sys.modules if m in "
+        "('failtax.pipeline', 'failtax.reasoning', 'failtax.downsample', 'failtax.scene')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
