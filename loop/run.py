@@ -16,7 +16,8 @@
 
 Every stage is skipped when its outputs exist and its last `finish` line in
 stages.jsonl has the same input hash (config values + hashes of its input
-files); the stages underneath (collect, train, evaluate, discover) also resume
+files) and nothing to retry (common/stages.py: a discover stage whose model
+calls failed is redone); the stages underneath (collect, train, evaluate, discover) also resume
 a partially done folder on their own, so a killed loop continues where it
 stopped. Arms share the seeds and the budget: the same collection seed for
 every arm, B samples each, fine-tuned with the same settings from the same
