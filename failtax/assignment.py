@@ -22,6 +22,9 @@ Methods:
 `assign` also fills `Mode.count` / `Mode.frequency` and `Taxonomy.outlier_count`
 from the assignments (keeping the discovery's `reported_frequency`) and writes
 its counters to `taxonomy.notes["assignment"]`.
+
+`run_stage` is the pipeline's assign stage (explanations.jsonl + taxonomy.json →
+assignments.jsonl, frequencies back into taxonomy.json).
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ Frame embedders sit behind the `FrameEmbedder` Protocol (`make_frame_embedder`):
   when the image has structure and fade out when it is flat and noisy; the
   whole vector is L2-normalised.
   It notices an obstacle growing in view or a change of scene, not semantics.
+
+`run_stage` is the pipeline's downsample stage (episodes → keyframes.jsonl).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ the episode falls back to `facts`, saying so in `Explanation.degenerate`
 ("fallback:<why>"). Degenerate answers (empty, repetition, input copied back,
 truncated) are flagged; the flags in `fallback_on_degenerate` also trigger the
 facts fallback.
+
+`run_stage` is the pipeline's reason stage (keyframes.jsonl → explanations.jsonl).
 """
 
 from __future__ import annotations

@@ -59,12 +59,14 @@ from failtax.compare.metrics import (
     taxonomy_similarity,
 )
 from failtax.compare.report import render_html, render_markdown
-from failtax.embedding import make_text_embedder
+from failtax.config import PipelineConfig
+from failtax.embedding import EmbeddingConfig, make_text_embedder
 from failtax.evaluation import EvaluationConfig, evaluate_run
 from failtax.pipeline import Run
 from failtax.run_folder import ERRORS_FILE, KEYFRAMES_FILE
 from failtax.types import OUTLIER
 from serving import make_backend
+from serving.config import BackendConfig
 from serving.protocol import BackendError, CallResult
 
 log = logging.getLogger(__name__)
@@ -245,7 +247,7 @@ class ReasonerSpec:
     name: str
     path: str
     reasoner: ReasonerConfig
-    cfg: Any  # PipelineConfig
+    cfg: PipelineConfig
 
     @property
     def dir_name(self) -> str:
@@ -271,12 +273,12 @@ class CompareRun:
         progress: tqdm progress bars.
     """
 
-    base_cfg: Any
+    base_cfg: PipelineConfig
     reasoner_paths: list[str | Path]
     run_dir: Path
     episodes: str | Path | None = None
     settings: CompareConfig = field(default_factory=CompareConfig)
-    backend_factory: Callable[[Any], Any] | None = None
+    backend_factory: Callable[[BackendConfig], Any] | None = None
     embed: Callable | None = None
     embedder_name: str = ""
     labels: str | Path | None = None
@@ -623,7 +625,7 @@ class CompareRun:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _model_identity(cfg: Any) -> str:
+def _model_identity(cfg: PipelineConfig) -> str:
     """Which model a reasoner's explanations come from (not where it is served: ports change)."""
     b = cfg.backend
     return f"{b.kind}:{b.model or b.recipe or 'default'}"
@@ -698,7 +700,7 @@ def _notes(reasoners: list[dict[str, Any]], views: dict[str, RunView]) -> list[s
 # ------------------------------------------------------------------ adapters to the pipeline
 
 
-def make_embed_fn(cfg: Any = None) -> tuple[Callable, str]:
+def make_embed_fn(cfg: EmbeddingConfig | None = None) -> tuple[Callable, str]:
     """The pipeline's text embedder (local MiniLM by default) as texts -> normalised rows."""
     embedder = make_text_embedder(cfg)
 
