@@ -22,20 +22,26 @@ Methods:
 `assign` also fills `Mode.count` / `Mode.frequency` and `Taxonomy.outlier_count`
 from the assignments (keeping the discovery's `reported_frequency`) and writes
 its counters to `taxonomy.notes["assignment"]`.
+
+`run_stage` is the pipeline's assign stage (explanations.jsonl + taxonomy.json →
+assignments.jsonl, frequencies back into taxonomy.json).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from common import StrictModel, atomic_write_json, atomic_write_text, derive_seed, stable_hash
 from failtax.discovery.common import (
     clip,
     explanation_text,
@@ -45,13 +51,22 @@ from failtax.discovery.common import (
     normalise_name,
 )
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
+from failtax.run_folder import (
+    ASSIGNMENTS_FILE,
+    TAXONOMY_FILE,
+    BackendProvider,
+    RunFolder,
+    Skipped,
+    backend_stats,
+)
 from failtax.types import OUTLIER, Assignment, Explanation, Taxonomy
-from common import StrictModel, derive_seed
 from serving.protocol import BackendError, LLMBackend
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "cluster", "embedding", "llm")
+# The method recorded for an explanation whose model call failed (server unreachable).
+BACKEND_ERROR_METHOD = "embedding (llm: backend_error)"
 
 
 class AssignmentConfig(StrictModel):
@@ -292,7 +307,7 @@ async def _llm_assign(
         except BackendError as err:
             stats["backend_error"] += 1
             log.debug("assignment of %s fell back to embeddings: %s", e.episode_id, err)
-            return Assignment(e.episode_id, emb.modes, "embedding (llm: backend_error)", scores=emb.scores)
+            return Assignment(e.episode_id, emb.modes, BACKEND_ERROR_METHOD, scores=emb.scores)
         finally:
             bar.update(1)
         stats["llm_calls"] += 1
@@ -343,3 +358,80 @@ def update_frequencies(taxonomy: Taxonomy, assignments: list[Assignment]) -> dic
         m.frequency = round(m.count / n, 6) if assignments else 0.0
     taxonomy.outlier_count = int(counts.get(OUTLIER, 0))
     return dict(counts)
+
+
+@dataclass
+class AssignResult:
+    """What the assign stage did (the run summary's `stages.assign`)."""
+
+    assigned: int  # explanations in assignments.jsonl
+    outliers: int  # of which fit no mode
+    retryable: int = 0  # assignments that are fallbacks from a failed model call
+
+    def summary(self) -> dict[str, Any]:
+        return {"assigned": self.assigned, "outliers": self.outliers}
+
+
+def retryable_assignments(assignments: list[Assignment]) -> list[str]:
+    """Episode ids whose assignment fell back to embeddings because a model call failed."""
+    return [a.episode_id for a in assignments if a.method == BACKEND_ERROR_METHOD]
+
+
+async def run_stage(
+    run: RunFolder,
+    explanations: list[Explanation],
+    taxonomy: Taxonomy,
+    cfg: AssignmentConfig,
+    backend: BackendProvider,
+    *,
+    backend_model: str | None,
+) -> AssignResult | Skipped:
+    """The assign stage: each explanation → modes (assignments.jsonl), and the assigned
+    frequencies back into taxonomy.json.
+
+    Skipped when assignments.jsonl finished with the same inputs (explanations, modes,
+    config, model) and no call failed; a rerun after failed calls redoes the stage,
+    where the calls that had finished come back from the call cache.
+
+    Args:
+        run: the run folder.
+        explanations: the reason stage's output.
+        taxonomy: the discover stage's output.
+        cfg: the stage's config (carrying the run's seed).
+        backend: builds the model backend; called only by the llm method.
+        backend_model: the configured model id (part of the input hash).
+    """
+    mode_keys = [(m.name, m.description, m.keywords) for m in taxonomy.modes]
+    input_hash = stable_hash(
+        [[e.to_dict() for e in explanations], mode_keys, cfg.model_dump(mode="json"), backend_model]
+    )
+    if run.is_done("assign", input_hash, ASSIGNMENTS_FILE):
+        reason = "assignments.jsonl is up to date"
+        run.log_stage("assign", "skip", reason=reason)
+        return Skipped(reason)
+    run.log_stage("assign", "start", explanations=len(explanations), modes=len(taxonomy.modes))
+    # Only the llm method calls a model; the others must not start a server.
+    model = await backend() if cfg.method == "llm" else None
+    assignments = await assign(explanations, taxonomy, model, cfg)
+    lines = "".join(
+        json.dumps(a.to_dict(), sort_keys=True, ensure_ascii=False) + "\n"
+        for a in sorted(assignments, key=lambda a: a.episode_id)
+    )
+    atomic_write_text(run.path(ASSIGNMENTS_FILE), lines)
+    update_frequencies(taxonomy, assignments)  # the counts follow the file, whatever assign did
+    atomic_write_json(run.path(TAXONOMY_FILE), taxonomy.to_dict())
+    result = AssignResult(
+        assigned=len(assignments),
+        outliers=taxonomy.outlier_count,
+        retryable=len(retryable_assignments(assignments)),
+    )
+    extra = {"retryable": result.retryable} if result.retryable else {}
+    run.log_stage(
+        "assign",
+        "finish",
+        **result.summary(),
+        input_hash=input_hash,
+        **extra,
+        **backend_stats(model),
+    )
+    return result

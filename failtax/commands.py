@@ -136,7 +136,7 @@ def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages,
             --model qwen2.5-vl-7b --set reasoning.input_mode=vision
         failtax discover reasons.csv --run-dir runs/c --embedded
     """
-    from failtax.pipeline import STAGES, run_pipeline
+    from failtax.pipeline import STAGES, failed_calls_message, run_pipeline
 
     _setup_logging(verbose)
     if stages:
@@ -151,6 +151,7 @@ def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages,
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     click.echo(f"run folder: {run_dir}")
+    _exit_on_failed_calls(failed_calls_message(summary, run_dir))
 
 
 @click.command()
@@ -172,7 +173,7 @@ def assign(run_dir, sets, base_url, embedded, model, verbose):
     method with --set. Cached calls are not repeated.
     """
     from failtax.config import PipelineConfig
-    from failtax.pipeline import Run
+    from failtax.pipeline import Run, failed_calls_message
 
     _setup_logging(verbose)
     base = _run_config(run_dir)
@@ -190,6 +191,18 @@ def assign(run_dir, sets, base_url, embedded, model, verbose):
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    _exit_on_failed_calls(failed_calls_message(summary, run_dir))
+
+
+# Exit status of a finished run some of whose results are fallbacks from failed model calls.
+FAILED_CALLS_EXIT_CODE = 3
+
+
+def _exit_on_failed_calls(message: str) -> None:
+    """Say which results are fallbacks from failed model calls, and exit non-zero."""
+    if message:
+        click.echo(f"warning: {message}", err=True)
+        raise click.exceptions.Exit(FAILED_CALLS_EXIT_CODE)
 
 
 @click.command()

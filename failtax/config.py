@@ -5,9 +5,8 @@ configs/pipeline/ hold values only. Load with
 `common.load_yaml(PipelineConfig, path, overrides)` or `load_config`.
 
 `PipelineConfig` nests the configs of `serving`, `failtax.discovery` and
-`failtax.assignment`, so it is built on first access (module `__getattr__`):
-the readers and reasoners import their own stage configs from here without
-importing the model-serving or discovery stacks.
+`failtax.assignment`; none of those imports this module, and neither do the
+leaf modules it reads the stage names from (failtax.types).
 """
 
 from __future__ import annotations
@@ -17,7 +16,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from common import StrictModel
+from common import StrictModel, load_yaml
+from failtax.assignment import AssignmentConfig
+from failtax.discovery.config import DiscoveryConfig
+from failtax.types import STAGES
+from serving.config import BackendConfig
 
 
 class SourceConfig(StrictModel):
@@ -147,64 +150,39 @@ class ReasoningConfig(StrictModel):
         return self
 
 
-def _build_pipeline_config() -> type[StrictModel]:
-    from failtax.assignment import AssignmentConfig
-    from failtax.discovery import DiscoveryConfig
-    from serving.config import BackendConfig
+class PipelineConfig(StrictModel):
+    """A whole `failtax discover` run."""
 
-    class PipelineConfig(StrictModel):
-        """A whole `failtax discover` run."""
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
+    scene: SceneConfig = Field(default_factory=SceneConfig)
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
+    # run folder (the CLI's --run-dir overrides it)
+    run_dir: str | None = None
+    # one seed for every derived RNG and model call
+    seed: int = 0
+    # model-call cache shared across runs; overrides backend.cache_dir when set
+    cache_dir: str | None = None
+    # stages to run, in order; a run can stop early (e.g. [downsample, reason])
+    stages: list[str] = Field(default_factory=lambda: list(STAGES))
 
-        source: SourceConfig = Field(default_factory=SourceConfig)
-        downsample: DownsampleConfig = Field(default_factory=DownsampleConfig)
-        scene: SceneConfig = Field(default_factory=SceneConfig)
-        reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
-        backend: BackendConfig = Field(default_factory=BackendConfig)
-        discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
-        assignment: AssignmentConfig = Field(default_factory=AssignmentConfig)
-        # run folder (the CLI's --run-dir overrides it)
-        run_dir: str | None = None
-        # one seed for every derived RNG and model call
-        seed: int = 0
-        # model-call cache shared across runs; overrides backend.cache_dir when set
-        cache_dir: str | None = None
-        # stages to run, in order; a run can stop early (e.g. [downsample, reason])
-        stages: list[str] = Field(
-            default_factory=lambda: ["downsample", "reason", "discover", "assign", "report"]
-        )
-
-        @model_validator(mode="after")
-        def _check(self) -> PipelineConfig:
-            from failtax.pipeline import STAGES
-
-            unknown = [s for s in self.stages if s not in STAGES]
-            if unknown:
-                raise ValueError(
-                    f"unknown stage(s) {unknown}; valid, in order: {', '.join(STAGES)}"
-                )
-            return self
-
-    PipelineConfig.__module__ = __name__
-    return PipelineConfig
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; valid, in order: {', '.join(STAGES)}")
+        return self
 
 
-_LAZY: dict[str, type[StrictModel]] = {}
-
-
-def __getattr__(name: str) -> type[StrictModel]:
-    if name == "PipelineConfig":
-        if name not in _LAZY:
-            _LAZY[name] = _build_pipeline_config()
-        return _LAZY[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, object] | None = None):
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, object] | None = None
+) -> PipelineConfig:
     """Load a pipeline YAML (None = all defaults) with dotted-key overrides.
 
     Raises:
         ValueError: unknown keys or bad values, naming the file and the key.
     """
-    from common import load_yaml
-
-    return load_yaml(__getattr__("PipelineConfig"), path, overrides)
+    return load_yaml(PipelineConfig, path, overrides)

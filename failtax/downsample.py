@@ -22,20 +22,29 @@ Frame embedders sit behind the `FrameEmbedder` Protocol (`make_frame_embedder`):
   when the image has structure and fade out when it is flat and noisy; the
   whole vector is L2-normalised.
   It notices an obstacle growing in view or a change of scene, not semantics.
+
+`run_stage` is the pipeline's downsample stage (episodes → keyframes.jsonl).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from common import append_jsonl
+from failtax.config import DownsampleConfig
+from failtax.run_folder import KEYFRAMES_FILE, RunFolder, Skipped, read_keyframes
+from failtax.sources import (
+    Episode,
+    EpisodeReadError,
+    EpisodeSource,
+    ExplanationSource,
+    SourceError,
+)
 from failtax.types import Keyframes
-
-if TYPE_CHECKING:
-    from failtax.config import DownsampleConfig
-    from failtax.sources import Episode
 
 EMBEDDERS = ("auto", "clip", "open_clip", "descriptor")
 DESCRIPTOR_NAME = "descriptor-v1(rgb-hist64+luma8x8+grad-orient4x4x8)"
@@ -342,3 +351,79 @@ class Downsampler:
             cfg.similarity_threshold,
             self.embedder.name,
         )
+
+
+@dataclass
+class DownsampleResult:
+    """What the downsample stage did (the run summary's `stages.downsample`)."""
+
+    new: int  # episodes selected in this run
+    skipped: int  # episodes whose frames could not be read
+    total: int  # episodes in keyframes.jsonl
+    retryable: int = 0  # no model calls: nothing to retry
+
+    def summary(self) -> dict[str, Any]:
+        return {"new": self.new, "skipped": self.skipped, "total": self.total}
+
+
+def run_stage(
+    run: RunFolder,
+    source: EpisodeSource | ExplanationSource,
+    cfg: DownsampleConfig,
+    *,
+    max_episodes: int = 0,
+) -> DownsampleResult | Skipped:
+    """The downsample stage: kept frames per episode → keyframes.jsonl.
+
+    Resumes: episodes already in keyframes.jsonl are not redone. Unreadable
+    inputs become records in errors.jsonl and the scan goes on.
+
+    Args:
+        run: the run folder.
+        source: where the episodes come from (a source of explanations has no frames).
+        cfg: the stage's config.
+        max_episodes: stop after this many episodes (0 = all).
+    """
+    if source.kind == "explanations":
+        reason = "source gives explanations; no frames"
+        run.log_stage("downsample", "skip", reason=reason)
+        return Skipped(reason)
+    done = set(read_keyframes(run.dir))
+    run.log_stage("downsample", "start", already_done=len(done))
+    sampler = Downsampler(cfg)
+    new = skipped = seen = 0
+    for item in run.bar(source.scan(), desc="downsample", unit="ep"):
+        if isinstance(item, SourceError):
+            run.record_errors([item.to_record()])
+            continue
+        seen += 1
+        if max_episodes and seen > max_episodes:
+            break
+        if item.episode_id in done:
+            continue
+        try:
+            kf = sampler.keyframes(item)
+        except EpisodeReadError as e:
+            run.record_errors(
+                [
+                    {
+                        "stage": "downsample",
+                        "episode_id": e.episode_id,
+                        "kind": e.kind,
+                        "message": e.message,
+                        "path": str(item.path),
+                    }
+                ]
+            )
+            skipped += 1
+            continue
+        append_jsonl(run.path(KEYFRAMES_FILE), kf.to_dict())
+        new += 1
+    result = DownsampleResult(new=new, skipped=skipped, total=len(done) + new)
+    run.log_stage(
+        "downsample",
+        "finish",
+        **result.summary(),
+        embedder=getattr(sampler.embedder, "name", None) or "fixed-rate",
+    )
+    return result

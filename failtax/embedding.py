@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import Field
 
 from common import StrictModel
+from failtax.degenerate import words
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,6 @@ class HashingEmbedder(_CachingEmbedder):
         super().__init__(cfg)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        from failtax.degenerate import words
-
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         for row, text in enumerate(texts):
             toks = words(text)

@@ -52,7 +52,10 @@ from failtax.metrics import (
     primary_modes,
     stability_ari,
 )
+from failtax.run_folder import read_assignments, read_explanations, read_taxonomy
 from failtax.types import Assignment, Explanation, Taxonomy
+from serving import make_backend
+from serving.config import BackendConfig
 from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)
@@ -266,8 +269,6 @@ def evaluate_run(
     Raises:
         ValueError: no labels source, or no labelled episode in the run.
     """
-    from failtax.pipeline import read_assignments, read_explanations, read_taxonomy
-
     cfg = cfg or EvaluationConfig()
     run = Path(run_dir)
     run_config = _run_config(run)
@@ -284,8 +285,6 @@ def evaluate_run(
     if not any(a.episode_id in labels for a in assignments):
         raise ValueError(f"no episode of {run} has a label in {labels_source}; check the episode ids")
     if cfg.llm_judge and backend is None:
-        from serving import BackendConfig, make_backend
-
         backend = make_backend(BackendConfig(**(run_config.get("backend") or {})))
     others = [primary_modes(read_assignments(Path(r))) for r in cfg.compare_runs]
     result = evaluate(explanations, taxonomy, assignments, labels, cfg, backend=backend, other_runs=others)

@@ -16,27 +16,38 @@ the episode falls back to `facts`, saying so in `Explanation.degenerate`
 ("fallback:<why>"). Degenerate answers (empty, repetition, input copied back,
 truncated) are flagged; the flags in `fallback_on_degenerate` also trigger the
 facts fallback.
+
+`run_stage` is the pipeline's reason stage (keyframes.jsonl → explanations.jsonl).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from common import append_jsonl, read_jsonl
+from failtax.config import ReasoningConfig, SceneConfig
 from failtax.degenerate import detect_degenerate
-from failtax.scene import SceneFrame, summarise_facts
-from failtax.types import Explanation
+from failtax.run_folder import (
+    EXPLANATIONS_FILE,
+    BackendProvider,
+    RunFolder,
+    backend_stats,
+    latest_by_episode,
+    read_explanations,
+    read_keyframes,
+)
+from failtax.scene import SceneDescriber, SceneFrame, summarise_facts
+from failtax.sources import Episode, EpisodeReadError, EpisodeSource, ExplanationSource, SourceError
+from failtax.types import Explanation, Keyframes
 from serving.protocol import BackendError, CallResult, LLMBackend
 from serving.structured import schema_token_budget
 
-if TYPE_CHECKING:
-    from failtax.config import ReasoningConfig, SceneConfig
-    from failtax.sources import Episode
-    from failtax.types import Keyframes
-
 INPUT_MODES = ("vision", "scene_text", "facts", "given")
+MODEL_MODES = ("vision", "scene_text")
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 # Why a model answer was replaced by facts; "backend_error" is retried by a rerun.
 RETRYABLE_FALLBACKS = frozenset({"fallback:backend_error"})
@@ -380,11 +391,199 @@ def make_reasoner(
     return reasoner
 
 
+# --------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class ReasonResult:
+    """What the reason stage did (the run summary's `stages.reason`)."""
+
+    new: int  # explanations written in this run
+    total: int  # episodes explained in explanations.jsonl
+    fallbacks: int | None = None  # model answers replaced by facts (model modes only)
+    degenerate: int | None = None  # answers flagged degenerate but kept
+    retryable: int = 0  # episodes whose last explanation is a fallback from a failed call
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"new": self.new}
+        if self.fallbacks is not None:
+            out.update(fallbacks=self.fallbacks, degenerate=self.degenerate)
+        out["total"] = self.total
+        return out
+
+
+def retryable_explanations(explanations: list[Explanation]) -> list[str]:
+    """Episode ids whose explanation fell back to facts because a model call failed."""
+    return [e.episode_id for e in explanations if RETRYABLE_FALLBACKS & set(e.degenerate)]
+
+
+async def run_stage(
+    run: RunFolder,
+    source: EpisodeSource | ExplanationSource,
+    cfg: ReasoningConfig,
+    scene_cfg: SceneConfig,
+    backend: BackendProvider,
+    *,
+    seed: int = 0,
+) -> ReasonResult:
+    """The reason stage: an explanation per episode → explanations.jsonl.
+
+    Resumes: episodes already explained are skipped, except those whose last
+    explanation is a fallback from a failed model call (`RETRYABLE_FALLBACKS`),
+    which are tried again; model calls run `cfg.concurrency` at a time.
+
+    Args:
+        run: the run folder (reads keyframes.jsonl).
+        source: the episodes (or ready-made explanations, for input_mode given).
+        cfg: the stage's config.
+        scene_cfg: scene descriptions (facts, scene_text, and every fallback read them).
+        backend: builds the model backend; called only by the model modes.
+        seed: the run's seed, sent with every model call.
+    """
+    existing = latest_by_episode(read_jsonl(run.path(EXPLANATIONS_FILE)))
+    done = {
+        k for k, v in existing.items() if not RETRYABLE_FALLBACKS & set(v.get("degenerate", []))
+    }
+    if source.kind == "explanations":
+        return _reason_given(run, source, done)
+    keyframes = read_keyframes(run.dir)
+    pending_ids = sorted(set(keyframes) - done)
+    run.log_stage(
+        "reason",
+        "start",
+        already_done=len(done),
+        pending=len(pending_ids),
+        input_mode=cfg.input_mode,
+    )
+    if not pending_ids:
+        result = ReasonResult(new=0, total=len(done))
+        result.retryable = len(retryable_explanations(read_explanations(run.dir)))
+        run.log_stage("reason", "finish", new=0, total=len(done))
+        return result
+    if cfg.input_mode == "given":
+        raise ValueError("reasoning.input_mode=given needs a CSV/JSONL source of explanations")
+    model = await backend() if cfg.input_mode in MODEL_MODES else None
+    return await _reason_episodes(run, source, cfg, scene_cfg, keyframes, pending_ids, model, seed)
+
+
+def _reason_given(
+    run: RunFolder, source: EpisodeSource | ExplanationSource, done: set[str]
+) -> ReasonResult:
+    run.log_stage("reason", "start", input_mode="given", already_done=len(done))
+    new = []
+    for item in source.scan():
+        if isinstance(item, SourceError):
+            run.record_errors([item.to_record()])
+        elif item.episode_id not in done:
+            new.append(item.to_dict())
+            done.add(item.episode_id)
+    append_jsonl(run.path(EXPLANATIONS_FILE), new)
+    run.log_stage("reason", "finish", new=len(new), total=len(done))
+    return ReasonResult(new=len(new), total=len(done))
+
+
+async def _reason_episodes(
+    run: RunFolder,
+    source: EpisodeSource | ExplanationSource,
+    cfg: ReasoningConfig,
+    scene_cfg: SceneConfig,
+    keyframes: dict[str, Keyframes],
+    pending_ids: list[str],
+    backend: LLMBackend | None,
+    seed: int,
+) -> ReasonResult:
+    reasoner = make_reasoner(cfg, scene_cfg, backend, seed=seed)
+    describer = SceneDescriber(scene_cfg)
+    pending = set(pending_ids)
+    episodes = [e for e in source.scan() if isinstance(e, Episode) and e.episode_id in pending]
+    missing = pending - {e.episode_id for e in episodes}
+    if missing:
+        run.record_errors(
+            [
+                {
+                    "stage": "reason",
+                    "episode_id": eid,
+                    "kind": "episode_gone",
+                    "message": "in keyframes.jsonl but no longer readable from the source",
+                }
+                for eid in sorted(missing)
+            ]
+        )
+    semaphore = asyncio.Semaphore(cfg.concurrency)
+    # Model modes fall back to facts on a bad answer, and facts need the scene descriptions.
+    with_scenes = reasoner.needs_scenes or cfg.input_mode in MODEL_MODES
+
+    async def one(
+        ep: Episode,
+    ) -> tuple[Episode, ReasonOutcome | None, EpisodeReadError | None]:
+        async with semaphore:
+            kf = keyframes[ep.episode_id]
+            try:
+                scenes = describer.describe(ep, kf) if with_scenes else []
+            except EpisodeReadError as e:
+                return ep, None, e
+            except (ValueError, IndexError, KeyError, TypeError) as e:
+                # Odd channel arrays (wrong shapes, unexpected ids) cost this episode only.
+                return ep, None, EpisodeReadError(ep.episode_id, "bad_channels", f"scene: {e!r}")
+            try:
+                return ep, await reasoner.explain(ep, kf, scenes), None
+            except EpisodeReadError as e:
+                return ep, None, e
+
+    new = fallbacks = degenerate = 0
+    tasks = [asyncio.create_task(one(ep)) for ep in episodes]
+    bar = run.bar(total=len(tasks), desc=f"reason ({cfg.input_mode})", unit="ep")
+    try:
+        for fut in asyncio.as_completed(tasks):
+            ep, outcome, read_error = await fut
+            bar.update(1)
+            if read_error is not None:
+                run.record_errors(
+                    [
+                        {
+                            "stage": "reason",
+                            "episode_id": ep.episode_id,
+                            "kind": read_error.kind,
+                            "message": read_error.message,
+                            "path": str(ep.path),
+                        }
+                    ]
+                )
+                continue
+            if outcome is None:  # never: `one` returns an outcome or a read error
+                continue
+            if outcome.errors:
+                run.record_errors(outcome.errors)
+                fallbacks += 1
+            if any(not f.startswith("fallback:") for f in outcome.explanation.degenerate):
+                degenerate += 1
+            append_jsonl(run.path(EXPLANATIONS_FILE), outcome.explanation.to_dict())
+            new += 1
+    finally:
+        bar.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    explanations = read_explanations(run.dir)
+    result = ReasonResult(
+        new=new,
+        total=len(explanations),
+        fallbacks=fallbacks,
+        degenerate=degenerate,
+        retryable=len(retryable_explanations(explanations)),
+    )
+    run.log_stage("reason", "finish", **result.summary(), **backend_stats(backend))
+    return result
+
+
 __all__ = [
     "INPUT_MODES",
+    "MODEL_MODES",
+    "RETRYABLE_FALLBACKS",
     "FactsReasoner",
     "GivenReasoner",
     "ReasonOutcome",
+    "ReasonResult",
     "Reasoner",
     "SceneTextReasoner",
     "VisionReasoner",
@@ -392,4 +591,6 @@ __all__ = [
     "load_prompt",
     "make_reasoner",
     "prompt_hash",
+    "retryable_explanations",
+    "run_stage",
 ]

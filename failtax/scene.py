@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from failtax.config import SceneConfig
-    from failtax.sources import Episode
-    from failtax.types import Keyframes
+from failtax.config import SceneConfig
+from failtax.sources import Episode
+from failtax.types import Keyframes
 
 DEFAULT_FOV_DEG = 90.0
 

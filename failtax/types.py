@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 SCHEMA_VERSION = 1
 OUTLIER = "outlier"
+# The pipeline's stages, in order (failtax.pipeline runs them; a config may list a subset).
+STAGES = ("downsample", "reason", "discover", "assign", "report")
 
 InputMode = Literal["vision", "scene_text", "facts", "given"]
 

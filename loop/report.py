@@ -36,6 +36,7 @@ import numpy as np
 
 from common import atomic_write_json, atomic_write_text, read_jsonl
 from common.html import png_data_uri, render_page
+from common.stages import stage_cpu_seconds, stage_seconds
 from loop.config import LoopConfig
 from nav_policy.stats import paired_difference, replicate_mean, wilson_interval
 
@@ -173,8 +174,6 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
 
 def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
     """Gather every number of the loop folder into the results.json dict."""
-    from loop.run import stage_cpu_seconds, stage_seconds
-
     policies: dict[str, dict] = {}
     for pol in _policies(out):
         for which in ("in_distribution", "ood"):

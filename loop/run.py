@@ -16,7 +16,8 @@
 
 Every stage is skipped when its outputs exist and its last `finish` line in
 stages.jsonl has the same input hash (config values + hashes of its input
-files); the stages underneath (collect, train, evaluate, discover) also resume
+files) and nothing to retry (common/stages.py: a discover stage whose model
+calls failed is redone); the stages underneath (collect, train, evaluate, discover) also resume
 a partially done folder on their own, so a killed loop continues where it
 stopped. Arms share the seeds and the budget: the same collection seed for
 every arm, B samples each, fine-tuned with the same settings from the same
@@ -27,16 +28,14 @@ fine-tunes with seed `nav.train.seed + j`.
 
 from __future__ import annotations
 
-import datetime as _dt
+import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from common import (
-    append_jsonl,
     apply_overrides,
     atomic_write_json,
     atomic_write_text,
@@ -45,119 +44,22 @@ from common import (
     read_jsonl,
     stable_hash,
 )
-from nav_policy.config import NavConfig
+from common.stages import StageOutcome, StageRunner
+from failtax.config import PipelineConfig
+from failtax.pipeline import failed_calls_message, read_explanations, run_pipeline
 from loop.config import LoopConfig
+from loop.regions import arm_regions, build_regions
+from loop.report import write_results
+from nav_policy.config import NavConfig
 
 log = logging.getLogger(__name__)
 
-STAGES_FILE = "stages.jsonl"
 EVAL_SETS = ("in_distribution", "ood")
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def file_hash(path: str | os.PathLike) -> str:
     """Content hash of a file (checkpoints, manifests, regions files)."""
     return stable_hash(Path(path).read_bytes())
-
-
-class StageRunner:
-    """Runs named stages once: skip when outputs exist and the input hash is unchanged.
-
-    Args:
-        out_dir: the loop folder (holds stages.jsonl).
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.dir = out_dir
-        self.path = out_dir / STAGES_FILE
-        self.ran: list[str] = []
-        self.skipped: list[str] = []
-
-    def last_finish(self, name: str) -> dict | None:
-        rows = [r for r in read_jsonl(self.path) if r.get("stage") == name
-                and r.get("event") == "finish"]
-        return rows[-1] if rows else None
-
-    def run(self, name: str, inputs: Any, outputs: list[Path], fn: Callable[[], Any], *,
-            on_change: str = "rerun") -> None:
-        """Run `fn` for stage `name` unless it finished with the same inputs.
-
-        Args:
-            name: unique stage name, e.g. "cycle0/targeted_semantic/collect".
-            inputs: JSON-able description of everything the stage's output depends on.
-            outputs: files that must exist for the stage to count as done.
-            fn: does the work (itself resumable, or cheap).
-            on_change: "rerun" (the stage's own resume logic copes with new inputs)
-                or "refuse" (a finished output with other inputs must not be resumed).
-        """
-        h = stable_hash(inputs)
-        last = self.last_finish(name)
-        have = all(p.exists() for p in outputs)
-        if last is not None and last.get("input_hash") == h and have:
-            append_jsonl(self.path, {"stage": name, "event": "skip", "time": _now(),
-                                     "input_hash": h})
-            self.skipped.append(name)
-            log.info("stage %s: done before, skipped", name)
-            return
-        # A folder left by other inputs (outputs or partial state such as checkpoints)
-        # must not be resumed; a deleted one is simply redone.
-        stale = any(p.parent.exists() for p in outputs)
-        if last is not None and last.get("input_hash") != h and on_change == "refuse" and stale:
-            where = ", ".join(str(p.parent) for p in outputs)
-            raise ValueError(f"stage {name} finished before with other inputs (config or "
-                             f"upstream files changed); delete {where} to redo it, or use a "
-                             "new output folder")
-        append_jsonl(self.path, {"stage": name, "event": "start", "time": _now(),
-                                 "input_hash": h})
-        log.info("stage %s: start", name)
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
-        fn()
-        seconds = time.perf_counter() - t0
-        cpu = _cpu_seconds() - cpu0
-        missing = [str(p) for p in outputs if not p.exists()]
-        if missing:
-            raise RuntimeError(f"stage {name} finished without writing {missing}")
-        append_jsonl(self.path, {"stage": name, "event": "finish", "time": _now(),
-                                 "input_hash": h, "seconds": round(seconds, 3),
-                                 "cpu_seconds": round(cpu, 3)})
-        self.ran.append(name)
-        log.info("stage %s: finished in %.1f s", name, seconds)
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (workers, the model server).
-
-    Wall time on a shared machine says little; CPU time says what the stage costs on
-    free cores (wall >= cpu / cores).
-    """
-    import resource
-
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        r = resource.getrusage(who)
-        total += r.ru_utime + r.ru_stime
-    return total
-
-
-def stage_cpu_seconds(out_dir: str | os.PathLike) -> dict[str, float]:
-    """CPU seconds (process + finished children) of each stage's last finished run."""
-    out: dict[str, float] = {}
-    for r in read_jsonl(Path(out_dir) / STAGES_FILE):
-        if r.get("event") == "finish" and "cpu_seconds" in r:
-            out[r["stage"]] = float(r["cpu_seconds"])
-    return out
-
-
-def stage_seconds(out_dir: str | os.PathLike) -> dict[str, float]:
-    """Wall seconds of each stage's last finished run (skips cost nothing and keep it)."""
-    out: dict[str, float] = {}
-    for r in read_jsonl(Path(out_dir) / STAGES_FILE):
-        if r.get("event") == "finish":
-            out[r["stage"]] = float(r.get("seconds", 0.0))
-    return out
 
 
 # ---------------------------------------------------------------------- helpers
@@ -175,8 +77,6 @@ def _nav_section(cfg: LoopConfig, *names: str) -> dict:
 
 
 def _manifest_id(root: Path) -> Any:
-    import json
-
     m = json.loads((root / "manifest.json").read_text())
     return [m.get("fingerprint"), m.get("num_samples")]
 
@@ -318,8 +218,6 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
             name = lineage if cfg.cycles == 1 else f"{lineage}@cycle{cycle}"
             evaluate_policy(name, ckpt)
 
-    from loop.report import write_results
-
     results: dict[str, Any] = {}
 
     def report() -> None:
@@ -335,12 +233,20 @@ def replicate_name(arm: str, rep: int) -> str:
     return arm if rep == 0 else f"{arm}@r{rep}"
 
 
+def _discover(pcfg: PipelineConfig, run_dir: Path, episodes: Path, backend: Any,
+              progress: bool) -> StageOutcome:
+    """The failtax run of one mined set; failed model calls make the loop redo it on resume."""
+    summary = run_pipeline(pcfg, run_dir, episodes=episodes, backend=backend, progress=progress)
+    failed = summary.get("fallbacks_from_failed_calls") or {}
+    if failed:
+        log.warning("%s", failed_calls_message(summary, run_dir))
+    return StageOutcome(retryable=sum(failed.values()))
+
+
 def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, tag: str,
                       backend: Any, progress: bool) -> Path:
     """Mine failures of `ckpt`, run failtax discover on them, map modes to regions."""
-    from failtax.pipeline import run_pipeline
     from nav_policy.evaluate import evaluate_checkpoint
-    from loop.regions import arm_regions, build_regions
 
     mine = cdir / "mine"
     mcfg = nav_config(cfg, **{"evaluate.family": cfg.eval.in_distribution_family,
@@ -363,16 +269,11 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
                                "episodes": sorted(p.parent.name for p in
                                                   episodes.glob("*/meta.json"))},
            [run_dir / "taxonomy.json", run_dir / "assignments.jsonl"],
-           lambda: run_pipeline(pcfg, run_dir, episodes=episodes, backend=backend,
-                                progress=progress))
+           lambda: _discover(pcfg, run_dir, episodes, backend, progress))
     regions_file = cdir / "regions.json"
     targeted = [a for a in cfg.arms if a != "uniform"]
 
     def make_regions() -> None:
-        import json
-
-        from failtax.pipeline import read_explanations
-
         explanations = {e.episode_id: e.failure_reason for e in read_explanations(run_dir)}
         doc = build_regions(
             json.loads((run_dir / "taxonomy.json").read_text()),

@@ -31,8 +31,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from failtax.embedding import EmbeddingConfig
 from common import StrictModel, load_yaml
+from failtax.config import PipelineConfig
+from failtax.embedding import EmbeddingConfig
 
 # pipeline-config sections a reasoner may set; the rest is shared by all reasoners
 REASONER_SECTIONS = ("backend", "reasoning", "discovery", "assignment")
@@ -120,7 +121,9 @@ def merge_config(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
     return out
 
 
-def resolve_pipeline_config(base_cfg: Any, reasoner: ReasonerConfig, *, source: str = "") -> Any:
+def resolve_pipeline_config(
+    base_cfg: PipelineConfig, reasoner: ReasonerConfig, *, source: str = ""
+) -> PipelineConfig:
     """The full pipeline config one reasoner runs with.
 
     Args:

@@ -32,6 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from common import (
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    stable_hash,
+)
 from failtax.compare.config import (
     CompareConfig,
     ReasonerConfig,
@@ -48,13 +58,15 @@ from failtax.compare.metrics import (
     match_modes,
     taxonomy_similarity,
 )
-from common import (
-    append_jsonl,
-    atomic_write_json,
-    atomic_write_text,
-    read_jsonl,
-    stable_hash,
-)
+from failtax.compare.report import render_html, render_markdown
+from failtax.config import PipelineConfig
+from failtax.embedding import EmbeddingConfig, make_text_embedder
+from failtax.evaluation import EvaluationConfig, evaluate_run
+from failtax.pipeline import Run
+from failtax.run_folder import ERRORS_FILE, KEYFRAMES_FILE
+from failtax.types import OUTLIER
+from serving import make_backend
+from serving.config import BackendConfig
 from serving.protocol import BackendError, CallResult
 
 log = logging.getLogger(__name__)
@@ -236,7 +248,7 @@ class ReasonerSpec:
     name: str
     path: str
     reasoner: ReasonerConfig
-    cfg: Any  # PipelineConfig
+    cfg: PipelineConfig
 
     @property
     def dir_name(self) -> str:
@@ -262,12 +274,12 @@ class CompareRun:
         progress: tqdm progress bars.
     """
 
-    base_cfg: Any
+    base_cfg: PipelineConfig
     reasoner_paths: list[str | Path]
     run_dir: Path
     episodes: str | Path | None = None
     settings: CompareConfig = field(default_factory=CompareConfig)
-    backend_factory: Callable[[Any], Any] | None = None
+    backend_factory: Callable[[BackendConfig], Any] | None = None
     embed: Callable | None = None
     embedder_name: str = ""
     labels: str | Path | None = None
@@ -365,14 +377,10 @@ class CompareRun:
 
     async def downsample(self) -> None:
         """Select key frames once, in shared/ (resumable like any run)."""
-        from failtax.pipeline import Run
-
         cfg = self.base_cfg.model_copy(update={"stages": ["downsample"]})
         await Run(cfg, self.shared_dir, episodes=self.episodes, progress=self.progress).arun()
 
     def _share_keyframes(self, spec: ReasonerSpec) -> None:
-        from failtax.pipeline import ERRORS_FILE, KEYFRAMES_FILE
-
         sub = self.sub_run(spec)
         sub.mkdir(parents=True, exist_ok=True)
         src = self.shared_dir / KEYFRAMES_FILE
@@ -380,8 +388,6 @@ class CompareRun:
             data = src.read_bytes()
             dst = sub / KEYFRAMES_FILE
             if not dst.exists() or dst.read_bytes() != data:
-                from common import atomic_write_bytes
-
                 atomic_write_bytes(dst, data)
         # skipped inputs are the same for every reasoner: show them in each sub-run's report too
         errors = read_jsonl(self.shared_dir / ERRORS_FILE)
@@ -393,8 +399,6 @@ class CompareRun:
 
         Returns the model calls made (not answered from the cache) in this invocation.
         """
-        from failtax.pipeline import Run
-
         sub = self.sub_run(spec)
         self._share_keyframes(spec)
         metered = MeteredBackend(
@@ -443,9 +447,7 @@ class CompareRun:
             backend_cfg = backend_cfg.model_copy(update={"cache_dir": spec.cfg.cache_dir})
         key = stable_hash(backend_cfg.model_dump(mode="json"))
         if key not in pool:
-            factory = self.backend_factory
-            if factory is None:
-                from serving import make_backend as factory
+            factory = self.backend_factory or make_backend
             made = factory(backend_cfg)
             pool[key] = await made if asyncio.iscoroutine(made) else made
         return pool[key]
@@ -468,8 +470,6 @@ class CompareRun:
 
     def compare(self) -> dict[str, Any]:
         """Read every sub-run, compute the comparison, write comparison.json/.md/.html."""
-        from failtax.compare.report import render_html, render_markdown
-
         embed, embedder_name = self._embedder()
         views = {s.name: RunView.load(s.name, self.sub_run(s)) for s in self.specs}
         reasoners = [self._reasoner_summary(s, views[s.name]) for s in self.specs]
@@ -532,8 +532,6 @@ class CompareRun:
         return out
 
     def _reasoner_summary(self, spec: ReasonerSpec, view: RunView) -> dict[str, Any]:
-        from failtax.types import OUTLIER
-
         sub = self.sub_run(spec)
         usage = read_usage(sub)
         timing = _read_json(sub / TIMING_FILE) or {}
@@ -628,7 +626,7 @@ class CompareRun:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _model_identity(cfg: Any) -> str:
+def _model_identity(cfg: PipelineConfig) -> str:
     """Which model a reasoner's explanations come from (not where it is served: ports change)."""
     b = cfg.backend
     return f"{b.kind}:{b.model or b.recipe or 'default'}"
@@ -703,12 +701,8 @@ def _notes(reasoners: list[dict[str, Any]], views: dict[str, RunView]) -> list[s
 # ------------------------------------------------------------------ adapters to the pipeline
 
 
-def make_embed_fn(cfg: Any = None) -> tuple[Callable, str]:
+def make_embed_fn(cfg: EmbeddingConfig | None = None) -> tuple[Callable, str]:
     """The pipeline's text embedder (local MiniLM by default) as texts -> normalised rows."""
-    import numpy as np
-
-    from failtax.embedding import make_text_embedder
-
     embedder = make_text_embedder(cfg)
 
     def embed(texts):
@@ -725,8 +719,6 @@ def evaluate_sub_run(
     None when there is no labels source or no episode of the run has a label;
     the full result is also written to the sub-run's evaluation.json.
     """
-    from failtax.evaluation import EvaluationConfig, evaluate_run
-
     if labels_source is None:
         return None
     cfg = EvaluationConfig(embedding=embedding) if embedding is not None else EvaluationConfig()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from failtax.degenerate import copied_share, is_repetitive, words
+from failtax.embedding import make_text_embedder
 from failtax.types import OUTLIER, Explanation, Mode
 from serving.protocol import BackendError, CallResult, LLMBackend
 
@@ -428,7 +429,5 @@ class StrategyBase:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from failtax.embedding import make_text_embedder
-
             self._embedder = make_text_embedder(self.cfg.embedding)
         return self._embedder

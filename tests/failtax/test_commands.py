@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from failtax.cli import main
 from common import read_jsonl
+from failtax.cli import main
 
 
 def test_help_explains_each_command():
@@ -96,3 +96,40 @@ def test_discover_then_evaluate_without_a_model(tmp_path, tiny_episodes):
     assert result.exit_code == 0, result.output
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["labelled_episodes"] == 6 and "nmi" in evaluation["assignment"]
+
+
+def test_discover_exits_non_zero_when_results_are_fallbacks_from_failed_calls(
+    tmp_path, tiny_episodes
+):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    args = [
+        "discover",
+        str(tiny_episodes),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--stages",
+        "downsample,reason,discover",
+        "--base-url",
+        f"http://127.0.0.1:{dead_port}/v1",
+        "--model",
+        "stub-model",
+        "--set",
+        "backend.retries=0",
+        "--set",
+        f"cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "discovery.embedding.kind=hashing",
+        "--set",
+        "discovery.num_modes=2",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert summary["fallbacks_from_failed_calls"]["discover"] >= 1
+    assert "fallbacks from model calls that failed" in result.stderr
+    assert "run the same command again" in result.stderr

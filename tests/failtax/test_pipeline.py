@@ -8,10 +8,10 @@ import re
 import pytest
 import yaml
 
+from common import read_jsonl
 from failtax.config import load_config
 from failtax.pipeline import Run, read_explanations, read_keyframes, run_pipeline
 from failtax.types import Assignment, Mode, Taxonomy
-from common import read_jsonl
 from serving.cache import CachedBackend
 from serving.protocol import BackendError
 
@@ -294,3 +294,89 @@ def test_torn_last_line_from_a_kill_is_repaired_on_resume(tmp_path, episodes):
     summary = run_pipeline(cfg, run_dir, episodes=episodes, progress=False)
     assert summary["stages"]["reason"]["new"] == 1
     assert len(read_jsonl(path, missing_ok=False)) == 6  # every line parses again
+
+
+def _stub_server_module():
+    """tests/serving/serving_stub_server.py (a scripted OpenAI-compatible HTTP server)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "serving" / "serving_stub_server.py"
+    spec = importlib.util.spec_from_file_location("serving_stub_server", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_failed_discovery_and_assignment_calls_are_retried_on_resume(tmp_path, episodes):
+    """A dead server leaves keyword names and embedding assignments; once it is back, the
+    same command retries those calls instead of keeping the fallbacks for good."""
+    run_dir = tmp_path / "run"
+    settings = {
+        "stages": ["downsample", "reason", "discover", "assign"],
+        "cache_dir": str(tmp_path / "cache"),
+        "backend.kind": "openai",
+        "backend.model": "stub-model",
+        "backend.retries": 0,
+        "backend.timeout_s": 5,
+        "discovery.embedding.kind": "hashing",
+        "discovery.num_modes": 2,
+        "assignment.method": "llm",
+        "assignment.top_k_candidates": 0,
+        "assignment.similarity_floor": -1.0,
+        "assignment.embedding.kind": "hashing",
+    }
+    dead = cfg_for(
+        tmp_path, **settings, **{"backend.base_url": f"http://127.0.0.1:{_closed_port()}/v1"}
+    )
+    summary = run_pipeline(dead, run_dir, episodes=episodes, progress=False)
+    failed = summary["fallbacks_from_failed_calls"]
+    assert failed["discover"] >= 1 and failed["assign"] == 6 and "reason" not in failed
+    taxonomy = json.loads((run_dir / "taxonomy.json").read_text())
+    assert taxonomy["notes"]["retryable"] and {m["named_by"] for m in taxonomy["modes"]} == {
+        "keywords"
+    }
+
+    name = {"name": "Thin pole", "description": "Hit a thin pole.", "keywords": ["pole"]}
+    with _stub_server_module().StubServer([("reply", json.dumps(name))]) as server:
+        alive = cfg_for(tmp_path, **settings, **{"backend.base_url": server.base_url})
+        again = run_pipeline(alive, run_dir, episodes=episodes, progress=False)
+        assert len(server.requests) >= 1 + 6  # the naming calls and every assignment call
+    assert again["fallbacks_from_failed_calls"] == {}
+    assert "skipped" not in again["stages"]["discover"]
+    taxonomy = json.loads((run_dir / "taxonomy.json").read_text())
+    assert not taxonomy["notes"]["retryable"]
+    methods = {a["method"] for a in read_jsonl(run_dir / "assignments.jsonl")}
+    assert "embedding (llm: backend_error)" not in methods
+
+    # Everything answered: a third run skips both stages.
+    third = run_pipeline(alive, run_dir, episodes=episodes, progress=False)
+    assert third["stages"]["discover"] == {"skipped": "taxonomy.json is up to date"}
+    assert third["stages"]["assign"] == {"skipped": "assignments.jsonl is up to date"}
+
+
+def test_the_stage_list_follows_the_stage_names():
+    from failtax.pipeline import PIPELINE, STAGES
+
+    assert tuple(s.name for s in PIPELINE) == STAGES
+
+
+def test_config_imports_no_stage_driver():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, failtax.config; "
+        "print(sorted(m for m in sys.modules if m in "
+        "('failtax.pipeline', 'failtax.reasoning', 'failtax.downsample', 'failtax.scene')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
