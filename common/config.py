@@ -159,18 +159,19 @@ def set_option(help: str, name: str = "overrides") -> Callable:
 
 # ---------------------------------------------------------------------- YAML files
 def load_yaml(model: type[T], path: str | os.PathLike | None = None,
-              overrides: Mapping[str, Any] | None = None) -> T:
+              overrides: Mapping[str, Any] | None = None, kind: str | None = None) -> T:
     """Load `path` (may be None for all defaults) into `model`, then apply
     dotted-key `overrides` such as {"reasoning.max_frames": 6}.
 
     `path` may also name a shipped preset by its repository path
-    (`configs/pipeline/default.yaml`), found from any working directory.
+    (`configs/pipeline/default.yaml`), found from any working directory, or by
+    its bare name when `kind` names the preset folder (`quick` with kind `pipeline`).
 
     Raises ValueError naming the file and the offending keys on bad input.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        p = resolve_preset(path)
+        p = resolve_preset(path, kind)
         loaded = yaml.safe_load(p.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping of keys to values")

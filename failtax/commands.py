@@ -20,7 +20,7 @@ def _load(
     embedded: bool,
     model: str | None,
 ):
-    from failtax.config import PipelineConfig
+    from failtax.config import load_config
 
     overrides = parse_sets(sets)
     if base_url and embedded:
@@ -33,7 +33,7 @@ def _load(
     if model:
         overrides["backend.model"] = model
     try:
-        return load_yaml(PipelineConfig, config, overrides)
+        return load_config(config, overrides)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 
@@ -85,9 +85,11 @@ def _with_backend_options(f):
 @click.option(
     "--config",
     "config",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     default=None,
-    help="Pipeline YAML (e.g. configs/pipeline/default.yaml); defaults for every key left out.",
+    help="Pipeline YAML, or a shipped preset (`default`, `quick`, or its path "
+         "configs/pipeline/default.yaml, found from any directory); defaults for every key "
+         "left out.",
 )
 @click.option(
     "--run-dir",

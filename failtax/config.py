@@ -180,9 +180,10 @@ class PipelineConfig(StrictModel):
 def load_config(
     path: str | Path | None = None, overrides: dict[str, object] | None = None
 ) -> PipelineConfig:
-    """Load a pipeline YAML (None = all defaults) with dotted-key overrides.
+    """Load a pipeline YAML or shipped preset name (None = all defaults) with dotted-key
+    overrides.
 
     Raises:
         ValueError: unknown keys or bad values, naming the file and the key.
     """
-    return load_yaml(PipelineConfig, path, overrides)
+    return load_yaml(PipelineConfig, path, overrides, kind="pipeline")

@@ -17,14 +17,15 @@ from common import set_option
     "reasoners",
     multiple=True,
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A reasoner YAML (configs/reasoners/*.yaml); give two or more.",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A reasoner YAML, or a shipped one by name (configs/reasoners/*.yaml, e.g. "
+         "`embedded`); give two or more.",
 )
 @click.option(
     "--config",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     default=None,
-    help="Shared pipeline YAML: source, key-frame selection, scene descriptions, cache, seed.",
+    help="Shared pipeline YAML (or shipped preset name): source, key-frame selection, scene descriptions, cache, seed.",
 )
 @click.option(
     "--run-dir",

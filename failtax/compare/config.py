@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from common import StrictModel, load_yaml
+from common import StrictModel, load_yaml, resolve_preset
 from failtax.config import PipelineConfig
 from failtax.embedding import EmbeddingConfig
 
@@ -78,15 +78,17 @@ class ReasonerConfig(StrictModel):
 
 
 def load_reasoner(path: str | Path) -> ReasonerConfig:
-    """Read a reasoner YAML; the name defaults to the file's stem.
+    """Read a reasoner YAML (a path, or a shipped preset's name or repository path such
+    as `embedded` or `configs/reasoners/embedded.yaml`); the name defaults to the file's stem.
 
     Raises:
         ValueError: unknown keys or a bad name, naming the file.
     """
+    path = resolve_preset(path, "reasoners")
     cfg = load_yaml(ReasonerConfig, path)
     if not cfg.name:
-        cfg.name = Path(path).stem
-    _resolve_prompt_paths(cfg, Path(path).parent)
+        cfg.name = path.stem
+    _resolve_prompt_paths(cfg, path.parent)
     return cfg
 
 
