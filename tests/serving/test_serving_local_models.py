@@ -258,19 +258,23 @@ def test_two_processes_preparing_at_once_convert_once(fake_model):
     import time
 
     home, _ = fake_model
-    calls = []
+    calls, failures = [], []
 
     def slow(gguf, out):
         calls.append(gguf)
         time.sleep(0.3)
         fake_converter(gguf, out)
 
-    threads = [
-        threading.Thread(target=ensure_local_model, args=("fake", home), kwargs={"converter": slow})
-        for _ in range(2)
-    ]
+    def prepare():
+        try:
+            ensure_local_model("fake", home, converter=slow)
+        except Exception as e:  # noqa: BLE001 - a thread's exception would not fail the test
+            failures.append(e)
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not failures, failures
     assert len(calls) == 1 and local_model_problem("fake", home) is None
