@@ -64,7 +64,8 @@ _backend_options = [
     click.option(
         "--embedded",
         is_flag=True,
-        help="Use the embedded SmolLM2-135M model (proves the mechanics, not the judgement).",
+        help="Use a local model the project installs: SmolLM2-135M by default (mechanics, not judgement); "
+             "`--set backend.recipe=qwen2.5-coder-1.5b` picks the 1.5B model that judges.",
     ),
     click.option(
         "--model",
