@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from common import StrictModel
 from failtax.assignment import AssignmentConfig, embedding_assign
 from failtax.discovery.common import (
     DOMAIN_STOP_WORDS,
@@ -27,7 +28,6 @@ from failtax.discovery.common import (
 )
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
 from failtax.types import OUTLIER, Assignment, Explanation, Mode, Taxonomy
-from common import StrictModel
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from common import derive_seed
 from failtax.discovery.common import (
     CallLog,
     StrategyBase,
@@ -48,7 +49,6 @@ from failtax.discovery.common import (
 )
 from failtax.discovery.config import DiscoveryConfig
 from failtax.types import Explanation, Mode, Taxonomy
-from common import derive_seed
 from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from failtax.embedding import EmbeddingConfig
 from common import StrictModel
+from failtax.embedding import EmbeddingConfig
 
 STRATEGIES = ("cluster-then-name", "ensemble")
 

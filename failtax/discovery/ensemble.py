@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from common import derive_seed
 from failtax.degenerate import copied_share, is_repetitive, words
 from failtax.discovery.cluster_name import ClusterThenName
 from failtax.discovery.common import (
@@ -55,7 +56,6 @@ from failtax.discovery.common import (
 )
 from failtax.discovery.config import DiscoveryConfig
 from failtax.types import Explanation, Mode, Taxonomy
-from common import derive_seed
 from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)

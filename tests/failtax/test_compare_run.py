@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from common import read_jsonl
 from failtax.compare.config import CompareConfig, EmbeddingConfig
 from failtax.compare.run import REASONERS_DIR, SHARED_DIR, CompareRun
-from common import read_jsonl
 from serving.protocol import CallResult, Usage
 
 REASONS = {  # hazard seen in the prompt -> what the scripted "model" answers

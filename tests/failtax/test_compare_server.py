@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common import read_jsonl
 from failtax.compare.config import CompareConfig
 from failtax.compare.run import REASONERS_DIR, SHARED_DIR, USAGE_FILE, CompareRun, read_usage
-from common import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 REASONERS = ["embedded.yaml", "embedded_terse.yaml"]

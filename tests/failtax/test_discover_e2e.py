@@ -15,10 +15,10 @@ import json
 import pytest
 import yaml
 
+from common import read_jsonl
 from failtax.config import load_config
 from failtax.pipeline import Run, read_explanations
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
-from common import read_jsonl
 from serving.cache import CachedBackend
 
 pytestmark = pytest.mark.server

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from common import read_jsonl
-from nav_policy.dataset import read_shard
 from loop.config import LoopConfig
 from loop.run import StageRunner, run_loop
+from nav_policy.dataset import read_shard
 
 TINY = {
     "nav": {
