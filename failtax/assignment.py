@@ -42,6 +42,7 @@ from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from common import StrictModel, atomic_write_json, atomic_write_text, derive_seed, stable_hash
+from failtax.answers import answer_schema, mode_choice_answer
 from failtax.discovery.common import (
     clip,
     explanation_text,
@@ -294,13 +295,9 @@ async def _llm_assign(
                 if cfg.max_modes_per_explanation == 1:
                     res = await backend.complete_choice(messages, choices, temperature=cfg.temperature, seed=seed)
                 else:
-                    schema = {
-                        "type": "object",
-                        "properties": {"modes": {"type": "array", "items": {"type": "string", "enum": choices},
-                                                 "minItems": 1, "maxItems": cfg.max_modes_per_explanation}},
-                        "required": ["modes"],
-                        "additionalProperties": False,
-                    }
+                    schema = answer_schema(
+                        mode_choice_answer(tuple(choices), max_modes=cfg.max_modes_per_explanation)
+                    )
                     res = await backend.complete_json(
                         messages, schema, max_tokens=cfg.multi_max_tokens, temperature=cfg.temperature, seed=seed
                     )

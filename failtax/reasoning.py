@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ValidationError
+
 from common import append_jsonl, read_jsonl
+from failtax.answers import answer_schema, explanation_answer
 from failtax.config import ReasoningConfig, SceneConfig
 from failtax.degenerate import detect_degenerate
 from failtax.run_folder import (
@@ -96,24 +99,19 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def explanation_answer_for(cfg: ReasoningConfig) -> type[BaseModel]:
+    """The typed answer a model gives under `cfg`; every string is length-capped."""
+    return explanation_answer(
+        include_reasoning=cfg.include_reasoning,
+        reasoning_max_chars=cfg.reasoning_max_chars,
+        trajectory_max_chars=cfg.trajectory_max_chars,
+        failure_reason_max_chars=cfg.failure_reason_max_chars,
+    )
+
+
 def explanation_schema(cfg: ReasoningConfig) -> dict[str, Any]:
-    """JSON schema of a model's answer; every string is length-capped."""
-    props: dict[str, Any] = {}
-    if cfg.include_reasoning:
-        # First, so the chain of thought is generated before the answer.
-        props["reasoning"] = {"type": "string", "maxLength": cfg.reasoning_max_chars}
-    props["trajectory"] = {"type": "string", "minLength": 1, "maxLength": cfg.trajectory_max_chars}
-    props["failure_reason"] = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": cfg.failure_reason_max_chars,
-    }
-    return {
-        "type": "object",
-        "properties": props,
-        "required": list(props),
-        "additionalProperties": False,
-    }
+    """JSON schema of a model's answer (generated from `explanation_answer_for`)."""
+    return answer_schema(explanation_answer_for(cfg))
 
 
 class FactsReasoner:
@@ -164,7 +162,8 @@ class _ModelReasoner:
         self.backend = backend
         self.model = backend.model_id
         self.prompt = load_prompt(prompt_name)
-        self.schema = explanation_schema(cfg)
+        self.answer = explanation_answer_for(cfg)
+        self.schema = answer_schema(self.answer)
         self.max_tokens = cfg.max_tokens or schema_token_budget(self.schema)
         self.facts = FactsReasoner(scene_cfg)
         self.seed = 0  # the run's seed, sent with every call (make_reasoner sets it)
@@ -220,8 +219,8 @@ class _ModelReasoner:
                 [result.call_id],
                 result,
             )
-        trajectory = parsed["trajectory"].strip()[: self.cfg.trajectory_max_chars]
-        reason = parsed["failure_reason"].strip()[: self.cfg.failure_reason_max_chars]
+        trajectory = parsed.trajectory.strip()[: self.cfg.trajectory_max_chars]
+        reason = parsed.failure_reason.strip()[: self.cfg.failure_reason_max_chars]
         sources = [_message_text(messages)] + [s.to_text() for s in scenes]
         flags = sorted(
             set(detect_degenerate(reason, sources=sources, finish_reason=result.finish_reason))
@@ -252,16 +251,15 @@ class _ModelReasoner:
             )
         )
 
-    @staticmethod
-    def _validate(result: CallResult) -> tuple[dict[str, Any] | None, str]:
+    def _validate(self, result: CallResult) -> tuple[BaseModel | None, str]:
+        """The answer checked against the typed model, or (None, why it is unusable)."""
         parsed = result.parsed
         if parsed is None:
             return None, "truncated" if result.finish_reason == "length" else "parse_failure"
-        if not isinstance(parsed, dict) or not all(
-            isinstance(parsed.get(k), str) for k in ("trajectory", "failure_reason")
-        ):
+        try:
+            return self.answer.model_validate(parsed), ""
+        except ValidationError:
             return None, "schema_mismatch"
-        return parsed, ""
 
     async def _fallback(
         self,
@@ -587,6 +585,7 @@ __all__ = [
     "Reasoner",
     "SceneTextReasoner",
     "VisionReasoner",
+    "explanation_answer_for",
     "explanation_schema",
     "load_prompt",
     "make_reasoner",

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import derive_seed
+from failtax.answers import mode_answer_for
 from failtax.discovery.common import (
     CallLog,
     StrategyBase,
@@ -42,7 +43,6 @@ from failtax.discovery.common import (
     keyword_name,
     lexical_features,
     load_prompt,
-    mode_schema,
     mode_text,
     normalise_name,
     rounded,
@@ -208,7 +208,7 @@ class ClusterThenName(StrategyBase):
     async def _name_all(self, clusters: _ClusterSet, backend: LLMBackend) -> list[dict | None]:
         cfg = self.cfg
         template = load_prompt(cfg.name_prompt)
-        schema = mode_schema(cfg, with_percent=False)
+        answer = mode_answer_for(cfg, with_percent=False)
         # One mode is small: budget its worst case (a token per character), so no
         # answer is cut even when a small model writes odd strings.
         naming_tokens = cfg.mode_max_tokens(chars_per_token=1.0)
@@ -225,7 +225,7 @@ class ClusterThenName(StrategyBase):
                 max_keywords=cfg.max_keywords,
             )
             parsed, _ = await call_json(
-                backend, prompt, schema, max_tokens=naming_tokens, temperature=cfg.temperature,
+                backend, prompt, answer, max_tokens=naming_tokens, temperature=cfg.temperature,
                 seed=derive_seed(cfg.seed, "name", c) % (2**31), purpose=f"name_cluster:{c}",
                 call_log=self.call_log, limiter=limiter,
             )

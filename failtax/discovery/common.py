@@ -1,4 +1,4 @@
-"""Pieces both discovery strategies share: prompts, schemas, guarded model
+"""Pieces both discovery strategies share: prompts, guarded (typed) model
 calls, degenerate-name checks, c-TF-IDF keywords and near-duplicate merging.
 
 Everything a model writes passes `check_name` / `check_description` before it
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
+from failtax.answers import answer_schema
 from failtax.degenerate import copied_share, is_repetitive, words
 from failtax.embedding import make_text_embedder
 from failtax.types import OUTLIER, Explanation, Mode
@@ -109,46 +111,6 @@ def clip(text: str, max_chars: int) -> str:
     return cut + "…"
 
 
-# --------------------------------------------------------------------------- schemas
-
-
-def mode_schema(cfg: Any, *, with_percent: bool) -> dict[str, Any]:
-    """JSON schema of one mode; every string has a maxLength (FACTS: small models
-    run to the token limit otherwise)."""
-    props: dict[str, Any] = {
-        "name": {"type": "string", "minLength": 1, "maxLength": cfg.name_max_chars},
-        "description": {"type": "string", "minLength": 1, "maxLength": cfg.description_max_chars},
-        "keywords": {
-            "type": "array",
-            "items": {"type": "string", "minLength": 1, "maxLength": cfg.keyword_max_chars},
-            "minItems": 1,
-            "maxItems": cfg.max_keywords,
-        },
-    }
-    required = ["name", "description", "keywords"]
-    if with_percent:
-        props["percent"] = {"type": "integer", "minimum": 0, "maximum": 100}
-        required.append("percent")
-    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
-
-
-def taxonomy_schema(cfg: Any, max_modes: int) -> dict[str, Any]:
-    """JSON schema of a whole taxonomy: {"modes": [mode, ...]}."""
-    return {
-        "type": "object",
-        "properties": {
-            "modes": {
-                "type": "array",
-                "items": mode_schema(cfg, with_percent=True),
-                "minItems": 1,
-                "maxItems": max_modes,
-            }
-        },
-        "required": ["modes"],
-        "additionalProperties": False,
-    }
-
-
 # --------------------------------------------------------------------------- guarded calls
 
 
@@ -189,7 +151,7 @@ class CallLog:
 async def call_json(
     backend: LLMBackend,
     prompt: str,
-    schema: dict[str, Any],
+    answer: type[BaseModel],
     *,
     max_tokens: int,
     temperature: float,
@@ -200,11 +162,16 @@ async def call_json(
 ) -> tuple[Any | None, CallResult | None]:
     """One structured call that never raises for model trouble.
 
-    Returns (parsed, result): parsed is None when the server was unreachable
-    (`backend_error`), the output did not validate (`parse_error`) or was cut
-    (`truncated`); each is recorded in `call_log.errors`.
+    The schema sent is generated from the typed `answer` (failtax.answers), and
+    the answer is validated with the same model.
+
+    Returns (parsed, result): parsed is the validated answer as a dict, or None
+    when the server was unreachable (`backend_error`), the output did not
+    validate (`parse_error`) or was cut (`truncated`); each is recorded in
+    `call_log.errors`.
     """
     messages = [{"role": "user", "content": prompt}]
+    schema = answer_schema(answer)
     try:
         if limiter is None:
             result = await backend.complete_json(
@@ -223,7 +190,11 @@ async def call_json(
         kind = "truncated" if result.finish_reason == "length" else "parse_error"
         call_log.error(kind, purpose, result.error or result.text[:200], call_id=result.call_id)
         return None, result
-    return result.parsed, result
+    try:
+        return answer.model_validate(result.parsed).model_dump(), result
+    except ValidationError as e:
+        call_log.error("parse_error", purpose, f"answer does not match the schema: {e}", call_id=result.call_id)
+        return None, result
 
 
 # --------------------------------------------------------------------------- degenerate names

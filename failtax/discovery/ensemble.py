@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import derive_seed
+from failtax.answers import rephrase_answer, taxonomy_answer_for
 from failtax.degenerate import copied_share, is_repetitive, words
 from failtax.discovery.cluster_name import ClusterThenName
 from failtax.discovery.common import (
@@ -52,7 +53,6 @@ from failtax.discovery.common import (
     mode_text,
     normalise_name,
     rounded,
-    taxonomy_schema,
 )
 from failtax.discovery.config import DiscoveryConfig
 from failtax.types import Explanation, Mode, Taxonomy
@@ -212,13 +212,7 @@ class Ensemble(StrategyBase):
             members.append(fill_known(load_prompt(f), cfg).strip())
             notes.append({"source": "file", "file": f})
         template = load_prompt(cfg.rephrase_prompt)
-        schema = {
-            "type": "object",
-            "properties": {"instructions": {"type": "string", "minLength": 1,
-                                            "maxLength": int(len(seed_instructions) * 1.25)}},
-            "required": ["instructions"],
-            "additionalProperties": False,
-        }
+        answer = rephrase_answer(max_chars=int(len(seed_instructions) * 1.25))
         # Worst case is a token per character; half that covers English text with room.
         max_tokens = int(len(seed_instructions) * 1.25 / 2.0) + 32
 
@@ -226,7 +220,7 @@ class Ensemble(StrategyBase):
             tried: list[dict[str, Any]] = []
             for attempt in range(cfg.rephrase_attempts):
                 parsed, result = await call_json(
-                    backend, fill(template, instructions=seed_instructions), schema, max_tokens=max_tokens,
+                    backend, fill(template, instructions=seed_instructions), answer, max_tokens=max_tokens,
                     temperature=cfg.rephrase_temperature, seed=derive_seed(cfg.seed, "rephrase", r, attempt) % (2**31),
                     purpose=f"rephrase:{r}", call_log=self.call_log, limiter=self._limiter,
                 )
@@ -257,13 +251,13 @@ class Ensemble(StrategyBase):
         cap = cfg.max_explanations_per_candidate or len(texts)
         sample = [texts[i] for i in order[:cap]]
         batches = self._batches(sample, self._data_budget_chars(instructions, data_section))
-        schema = taxonomy_schema(cfg, cfg.max_modes)
+        answer = taxonomy_answer_for(cfg, cfg.max_modes)
 
         async def one(b: int, batch: list[str]) -> list[Mode]:
             listing = "\n".join(f"{i + 1}. {t}" for i, t in enumerate(batch))
             prompt = instructions + "\n\n" + fill(data_section, explanations=listing)
             parsed, _ = await call_json(
-                backend, prompt, schema, max_tokens=cfg.taxonomy_max_tokens(), temperature=cfg.temperature,
+                backend, prompt, answer, max_tokens=cfg.taxonomy_max_tokens(), temperature=cfg.temperature,
                 seed=derive_seed(cfg.seed, "map", member, b) % (2**31), purpose=f"map:{member}:{b}",
                 call_log=self.call_log, limiter=self._limiter,
             )
@@ -310,7 +304,7 @@ class Ensemble(StrategyBase):
         template = load_prompt(cfg.aggregate_prompt)
         fixed = fill_known(template, cfg)
         budget = self._data_budget_chars(fixed.replace("{candidates}", ""), "")
-        schema = taxonomy_schema(cfg, cfg.max_modes)
+        answer = taxonomy_answer_for(cfg, cfg.max_modes)
         by = "model"
         level = 0
         while len(lists) > 1 or level == 0:
@@ -335,7 +329,7 @@ class Ensemble(StrategyBase):
                     f"Analyst {i + 1}:\n" + "\n".join(_candidate_line(m) for m in lst) for i, lst in enumerate(group)
                 )
                 parsed, _ = await call_json(
-                    backend, fill(fixed, candidates=listing), schema, max_tokens=cfg.taxonomy_max_tokens(),
+                    backend, fill(fixed, candidates=listing), answer, max_tokens=cfg.taxonomy_max_tokens(),
                     temperature=cfg.temperature, seed=derive_seed(cfg.seed, purpose, level, g) % (2**31),
                     purpose=f"{purpose}:{level}:{g}", call_log=self.call_log, limiter=self._limiter,
                 )
