@@ -10,8 +10,9 @@ Input modes, each named in every explanation it writes:
 
 Model-backed modes ask for a chain-of-thought JSON object
 {reasoning?, trajectory, failure_reason} with a `maxLength` on every string
-(small models otherwise run to the token limit). The backend parses at the
-boundary and re-asks once; what still fails is recorded as a typed error and
+(small models otherwise run to the token limit); the schema is generated from
+the typed answer in failtax.answers, and the answer is validated with it. The
+backend parses at the boundary and re-asks once; what still fails is recorded as a typed error and
 the episode falls back to `facts`, saying so in `Explanation.degenerate`
 ("fallback:<why>"). Degenerate answers (empty, repetition, input copied back,
 truncated) are flagged; the flags in `fallback_on_degenerate` also trigger the
