@@ -16,13 +16,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class StubServer:
     def __init__(
-        self, script: list[tuple], *, version: str | None = None, owned_by: str = "stub"
+        self,
+        script: list[tuple],
+        *,
+        version: str | None = None,
+        owned_by: str = "stub",
+        root: str | None = None,
     ) -> None:
         self.script = list(script)
         self.requests: list[dict] = []
         self.times: list[float] = []
         self.version = version
         self.owned_by = owned_by
+        self.root = root  # the weights /v1/models reports, as vLLM does; None: no root field
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +52,10 @@ class StubServer:
                 if self.path == "/version" and stub.version:
                     self._send(200, {"version": stub.version})
                 elif self.path == "/v1/models":
-                    self._send(200, {"data": [{"id": "stub-model", "owned_by": stub.owned_by}]})
+                    entry = {"id": "stub-model", "owned_by": stub.owned_by}
+                    if stub.root is not None:
+                        entry["root"] = stub.root
+                    self._send(200, {"data": [entry]})
                 else:
                     self._send(404, {"error": "not found"})
 
