@@ -14,6 +14,7 @@ from common.fileio import (
     atomic_write_json,
     atomic_write_text,
     read_jsonl,
+    repair_torn_tail,
 )
 from common.hashing import derive_rng, derive_seed, stable_hash
 
@@ -29,5 +30,6 @@ __all__ = [
     "dump_yaml",
     "load_yaml",
     "read_jsonl",
+    "repair_torn_tail",
     "stable_hash",
 ]
