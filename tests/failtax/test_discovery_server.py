@@ -45,6 +45,11 @@ def test_discover_and_assign_on_embedded_model(embedded_backend, strategy):
     assert len(assignments) == len(explanations)
     valid = set(names) | {OUTLIER}
     assert all(a.modes and set(a.modes) <= valid for a in assignments)
+    # The model answered: some names are its own, and the llm assignment reached it (an
+    # unreachable model would leave keyword names and embedding fallbacks that pass the above).
+    assert any(m.named_by == "model" for m in tax.modes), [(m.name, m.named_by) for m in tax.modes]
+    assert not [a.method for a in assignments if "backend_error" in a.method]
+    assert any(a.call_ids for a in assignments)
     assert sum(m.count for m in tax.modes) + tax.outlier_count == len(explanations)
     # A second pass is answered from the call cache: no model runs again.
     before = embedded_backend.stats.calls
