@@ -24,6 +24,7 @@ from common.fileio import (
     atomic_write_json,
     atomic_write_text,
     read_jsonl,
+    repair_torn_tail,
 )
 from common.hashing import derive_rng, derive_seed, stable_hash
 
@@ -42,6 +43,7 @@ __all__ = [
     "parse_sets",
     "preset_names",
     "read_jsonl",
+    "repair_torn_tail",
     "resolve_preset",
     "set_option",
     "stable_hash",

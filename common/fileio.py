@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -44,8 +47,11 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
 
 
 def append_jsonl(path: str | os.PathLike, records: Iterable[dict] | dict) -> None:
-    """Append records as whole lines and fsync. A crash can at worst leave a
-    truncated last line, which `read_jsonl` skips."""
+    """Append records as whole lines and fsync.
+
+    A writer killed mid-append leaves a torn last line; it is cut first
+    (`repair_torn_tail`), so the new lines never land after a broken one.
+    """
     if isinstance(records, dict):
         records = [records]
     lines = "".join(
@@ -55,32 +61,93 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict] | dict) -> Non
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    repair_torn_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(lines)
         f.flush()
         os.fsync(f.fileno())
 
 
+def repair_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a torn last line (a writer killed mid-append) off a JSONL file.
+
+    The bytes after the last newline are the tail: a complete record that only
+    lacks its newline gets one; anything else is cut. Returns the bytes cut.
+    """
+    path = Path(path)
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below; missing file is the common case
+    except FileNotFoundError:
+        return 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # torn: find the last newline (tails are one line, so read backwards in blocks)
+        start = size
+        while start > 0:
+            block = min(start, 1 << 16)
+            f.seek(start - block)
+            chunk = f.read(block)
+            cut = chunk.rfind(b"\n")
+            start -= block
+            if cut >= 0:
+                start += cut + 1
+                break
+        f.seek(start)
+        tail = f.read()
+        if _complete_record(tail):
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            return 0
+        f.truncate(start)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("%s: cut a torn last line (%d bytes) left by an interrupted writer", path, len(tail))
+    return len(tail)
+
+
 def read_jsonl(path: str | os.PathLike, *, missing_ok: bool = True) -> list[dict]:
-    """Read a JSONL file; a torn last line (from a killed writer) is ignored."""
+    """Read a JSONL file; a torn last line (from a killed writer) is skipped with a
+    warning (the next `append_jsonl` cuts it). A broken line elsewhere is an error."""
     path = Path(path)
     if not path.exists():
         if missing_ok:
             return []
         raise FileNotFoundError(path)
     out: list[dict] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # torn tail from an interrupted append
+            if i == last:  # torn tail from an interrupted append
+                log.warning(
+                    "%s:%d: skipping a torn last line (%d bytes) left by an interrupted writer",
+                    path,
+                    i + 1,
+                    len(line.encode()),
+                )
                 break
             raise ValueError(f"{path}:{i + 1}: not valid JSON; fix or delete that line") from None
     return out
+
+
+def _complete_record(tail: bytes) -> bool:
+    try:
+        json.loads(tail.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
 
 
 @contextlib.contextmanager

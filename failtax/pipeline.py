@@ -187,8 +187,6 @@ class Run:
         assignments instead of a model's. Running the same run again retries them.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name in (KEYFRAMES_FILE, EXPLANATIONS_FILE, ERRORS_FILE, STAGES_FILE):
-            repair_torn_tail(self.path(name))
         failed: dict[str, int] = {}
         try:
             self.write_config()
@@ -323,25 +321,6 @@ def _changed_keys(previous: Any, current: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def repair_torn_tail(path: Path) -> bool:
-    """Cut a torn last line (a writer killed mid-append) off a JSONL file.
-
-    Readers skip a torn tail, but the next append would land after it and leave
-    a broken line in the middle; so a run truncates it before appending.
-    Returns True when something was cut.
-    """
-    if not path.is_file():
-        return False
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return False
-    keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as f:
-        f.truncate(keep)
-    log.warning(
-        "%s: cut a torn last line (%d bytes) left by an interrupted run", path, len(data) - keep
-    )
-    return True
 
 
 def run_pipeline(
@@ -377,6 +356,5 @@ __all__ = [
     "read_explanations",
     "read_keyframes",
     "read_taxonomy",
-    "repair_torn_tail",
     "run_pipeline",
 ]

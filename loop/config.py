@@ -114,7 +114,8 @@ class LoopConfig(StrictModel):
     # replicate; base policy, taxonomy and regions are shared). Replicate 0 is the plain
     # run, so raising this on a finished folder only adds the new replicates. The report
     # pools them: one arm's failure rate moves with its collection and training seeds by
-    # about as much as arms differ (docs/results/loop-full-seed1-60deg/)
+    # about as much as arms differ (docs/results/loop-full-seed1-60deg/; git history keeps it:
+    # e276022)
     replicates: int = Field(1, ge=1)
     seed: int = 1  # collection seed of the arms (the same for every arm; != base.seed)
     # fine-tuning epochs (None: nav.train.epochs)

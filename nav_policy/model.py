@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -237,12 +239,30 @@ def save_checkpoint(path, net: NavPolicyNet, extra: dict | None = None) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path, device: torch.device | str = "cpu") -> tuple[NavPolicyNet, dict]:
-    """Rebuild a NavPolicyNet from `save_checkpoint` output; returns (net, extra)."""
+def load_tensors(path, device: torch.device | str = "cpu") -> Any:
+    """`torch.load` that unpickles tensors and plain data only (`weights_only=True`).
+
+    Checkpoints hold configs as plain dicts, so nothing else is needed; a file that
+    carries any other object (which could run code while unpickling) is refused.
+
+    Raises:
+        ValueError: corrupt or truncated file, or objects other than tensors and plain data.
+    """
     try:
-        blob = torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refusing to load {path}: it holds objects other than tensors and plain data, "
+            f"which could run code when unpickled ({str(e).splitlines()[0]}). "
+            "Use checkpoints written by this project, or delete it to retrain."
+        ) from None
     except Exception as e:  # corrupt or truncated file
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+
+
+def load_checkpoint(path, device: torch.device | str = "cpu") -> tuple[NavPolicyNet, dict]:
+    """Rebuild a NavPolicyNet from `save_checkpoint` output; returns (net, extra)."""
+    blob = load_tensors(path, device)
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise ValueError(f"{path} is not a nav policy checkpoint (no state_dict)")
     # Checkpoints from before `target_input` existed steered by the goal.

@@ -44,6 +44,7 @@ from nav_policy.model import (
     NavPolicyNet,
     RobotLimits,
     load_checkpoint,
+    load_tensors,
     net_command,
     net_targets,
     save_checkpoint,
@@ -233,7 +234,7 @@ def train_policy(
     start_epoch = 0
     last = out / "checkpoints" / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location=device, weights_only=False)
+        state = load_tensors(last, device)
         net.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])

@@ -2,7 +2,10 @@
 
 The key (`call_key`) hashes what determines the answer: the model id, the
 messages with image payloads replaced by their hashes, the schema or choice
-list, the sampling parameters and the seed. A rerun of a finished or
+list, the sampling parameters, the seed, and the backend's scope: which
+endpoint answers and which weights it runs (`cache_scope` of the wrapped
+backend, see `weights_fingerprint`), so two servers that expose the same model
+name never share answers. A rerun of a finished or
 interrupted run therefore makes no model call for work already done; only
 answers are cached, never failures of the transport (a dead server must not
 poison the cache). The key is also the `CallResult.call_id` recorded in runs.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +32,23 @@ from serving.protocol import CallResult, LLMBackend, Message, Usage
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the key or the stored record changes meaning
+CACHE_FORMAT = 2  # bump when the key or the stored record changes meaning
+
+# Small files of a weights folder that change answers (architecture, tokenizer, chat template,
+# generation defaults): hashed whole. Weight files are hashed by name, size, head and tail.
+_FINGERPRINT_WHOLE = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "model.safetensors.index.json",
+)
+_FINGERPRINT_WEIGHTS = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
+_FINGERPRINT_EDGE_BYTES = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -38,19 +58,59 @@ def default_cache_dir() -> Path:
     return failtax_home() / "calls"
 
 
-def call_key(model_id: str, method: str, messages: list[Message], **params: Any) -> str:
+def weights_fingerprint(model_dir: str | os.PathLike) -> str:
+    """A digest of a local weights folder, cheap enough to take at every start.
+
+    Covers the whole of the small files that change answers (config, tokenizer, chat
+    template, generation defaults) and, for every weight file, its name, size and the
+    sha256 of its first and last MiB: a fine-tuned or re-quantised copy under the same
+    name differs there. Reads about 2 MiB per weight file, not the gigabytes.
+
+    Example:
+        weights_fingerprint("~/models/Qwen2.5-VL-7B-Instruct")  # "3f9c...", 32 hex digits
+    """
+    root = Path(os.path.expanduser(model_dir))
+    parts: dict[str, Any] = {}
+    for name in _FINGERPRINT_WHOLE:
+        path = root / name
+        if path.is_file():
+            parts[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    weight_files = sorted({p for pattern in _FINGERPRINT_WEIGHTS for p in root.glob(pattern)})
+    for path in weight_files:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(_FINGERPRINT_EDGE_BYTES)
+            f.seek(max(0, size - _FINGERPRINT_EDGE_BYTES))
+            tail = f.read(_FINGERPRINT_EDGE_BYTES)
+        parts[path.name] = [size, hashlib.sha256(head).hexdigest(), hashlib.sha256(tail).hexdigest()]
+    if not parts:
+        raise FileNotFoundError(f"{root} holds no model files (config.json, *.safetensors ...)")
+    return stable_hash(parts, length=32)
+
+
+def call_key(
+    model_id: str,
+    method: str,
+    messages: list[Message],
+    *,
+    scope: dict[str, Any] | None = None,
+    **params: Any,
+) -> str:
     """Content hash of one request; identical requests share a key across runs and machines.
 
     Args:
         model_id: the backend's model id.
         method: "complete" | "complete_json" | "complete_choice".
         messages: chat messages; image payloads are hashed, not embedded.
+        scope: who answers: the backend's `cache_scope`, e.g. `{"endpoint":
+            "http://gpu-box:8000/v1", "weights": "<weights_fingerprint or server root>"}`.
         **params: schema or choices, max_tokens, temperature, seed.
     """
     return stable_hash(
         {
             "format": CACHE_FORMAT,
             "model": model_id,
+            "scope": scope or {},
             "method": method,
             "messages": messages_digest_form(messages),
             "params": params,
@@ -78,6 +138,7 @@ class CachedBackend:
     def __init__(self, inner: LLMBackend, cache_dir: str | os.PathLike | None = None) -> None:
         self.inner = inner
         self.model_id = inner.model_id
+        self.scope: dict[str, Any] = dict(getattr(inner, "cache_scope", None) or {})
         self.cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.stats = CacheStats()
@@ -116,7 +177,7 @@ class CachedBackend:
     async def _cached(
         self, method: str, messages: list[Message], params: dict[str, Any], call
     ) -> CallResult:
-        key = call_key(self.model_id, method, messages, **params)
+        key = call_key(self.model_id, method, messages, scope=self.scope, **params)
         hit = self._load(key)
         if hit is not None:
             self.stats.hits += 1
@@ -134,6 +195,7 @@ class CachedBackend:
             result.call_id = key
             request = {
                 "model": self.model_id,
+                "scope": self.scope,
                 "method": method,
                 "messages": messages_digest_form(messages),
                 "params": params,

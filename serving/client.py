@@ -100,6 +100,9 @@ class OpenAICompatBackend:
         owns_server: `close()` stops `server` (set when this backend launched it).
         max_string_length: `maxLength` given to schema strings that have none.
         max_array_items: `maxItems` given to schema arrays that have none.
+        weights_digest: what identifies the served weights, part of every cache key
+            (`serving.cache.weights_fingerprint` of the folder a launched server loads,
+            or the `root` an attached server's `/v1/models` reports); None if unknown.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class OpenAICompatBackend:
         owns_server: bool = False,
         max_string_length: int = 400,
         max_array_items: int = 16,
+        weights_digest: str | None = None,
     ) -> None:
         if structured_outputs not in ("auto", "json_schema", "prompt"):
             raise ValueError(
@@ -145,6 +149,13 @@ class OpenAICompatBackend:
         self._dialect: str | None = PROMPT if structured_outputs == "prompt" else None
         self._loop_state: tuple[Any, httpx.AsyncClient, asyncio.Semaphore] | None = None
         self._warned_budget: set[str] = set()
+        # A server we launched listens on a fresh port each time: its weights identify it.
+        # Any other endpoint is identified by its URL (and the weights it reports, if any).
+        launched = server is not None and server.process is not None
+        self.cache_scope = {
+            "endpoint": "launched" if launched else self.base_url,
+            "weights": weights_digest,
+        }
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAICompatBackend(base_url={self.base_url!r}, model={self.model_id!r})"
@@ -344,6 +355,7 @@ class OpenAICompatBackend:
             self.model_id,
             "complete",
             messages,
+            scope=self.cache_scope,
             max_tokens=max_tokens,
             temperature=temperature,
             seed=seed,
@@ -374,6 +386,7 @@ class OpenAICompatBackend:
             self.model_id,
             "complete_json",
             messages,
+            scope=self.cache_scope,
             schema=schema,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -464,6 +477,7 @@ class OpenAICompatBackend:
             self.model_id,
             "complete_choice",
             messages,
+            scope=self.cache_scope,
             choices=list(choices),
             temperature=temperature,
             seed=seed,

@@ -52,18 +52,14 @@ def make_backend(config: BackendConfig | None = None) -> LLMBackend:
 
 
 def _openai(config: BackendConfig, recipe, server=None) -> LLMBackend:
+    from serving.cache import weights_fingerprint
     from serving.client import OpenAICompatBackend
 
     model = config.model or (recipe.served_name if recipe else None)
-    if model is None:
-        import os
-
-        from serving.launcher import attach_server
-
-        key = os.environ.get(config.api_key_env) if config.api_key_env else None
-        model = attach_server(
-            config.base_url, api_key=key, timeout_s=min(30.0, config.timeout_s)
-        ).model
+    if server is not None:  # launched here: fingerprint the folder it loaded
+        weights = weights_fingerprint(recipe.require_model_dir())
+    else:
+        model, weights = _attached_model(config, model)
     return OpenAICompatBackend(
         config.base_url if server is None else server.base_url,
         model,
@@ -76,7 +72,26 @@ def _openai(config: BackendConfig, recipe, server=None) -> LLMBackend:
         recipe=recipe,
         server=server,
         owns_server=server is not None,
+        weights_digest=weights,
     )
+
+
+def _attached_model(config: BackendConfig, model: str | None) -> tuple[str, str | None]:
+    """The served model name and the weights it reports (`root` in `/v1/models`; vLLM
+    gives the folder or hub id it loaded, hosted endpoints give none) for the cache key."""
+    import os
+
+    from serving.launcher import attach_server
+
+    key = os.environ.get(config.api_key_env) if config.api_key_env else None
+    if model is None:  # the server names it; wait for it to answer
+        handle = attach_server(config.base_url, api_key=key, timeout_s=min(30.0, config.timeout_s))
+        return handle.model, handle.root
+    try:  # one look, no waiting: a server that is down fails on the first call instead
+        return model, attach_server(config.base_url, model=model, api_key=key, timeout_s=0).root
+    except (ConnectionError, ValueError, KeyError, TypeError) as e:
+        log.info("%s: no weights identity for the cache key (%s)", config.base_url, e)
+        return model, None
 
 
 def _transformers(config: BackendConfig, recipe) -> LLMBackend:

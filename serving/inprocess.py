@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from serving.cache import call_key
+from serving.cache import call_key, weights_fingerprint
 from serving.guided import fill_schema, unsupported_features
 from serving.images import (
     count_images,
@@ -103,6 +103,8 @@ class TransformersBackend:
         self.model_id = model_id or (
             recipe.served_name if recipe and recipe.served_name else self.model_path.name.lower()
         )
+        # the cache key's scope: these weights, run in this process
+        self.cache_scope = {"endpoint": "in-process", "weights": weights_fingerprint(self.model_path)}
         self.max_batch = max_batch
         self.max_string_length = max_string_length
         self.max_array_items = max_array_items
@@ -301,6 +303,7 @@ class TransformersBackend:
             self.model_id,
             "complete",
             messages,
+            scope=self.cache_scope,
             max_tokens=max_tokens,
             temperature=temperature,
             seed=seed,
@@ -329,6 +332,7 @@ class TransformersBackend:
             self.model_id,
             "complete_json",
             messages,
+            scope=self.cache_scope,
             schema=schema,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -414,6 +418,7 @@ class TransformersBackend:
             self.model_id,
             "complete_choice",
             messages,
+            scope=self.cache_scope,
             choices=list(choices),
             temperature=temperature,
             seed=seed,

@@ -61,6 +61,7 @@ class ServerHandle:
     log_path: Path | None = None
     started_s: float = 0.0  # seconds from spawn to healthy (0 when attached)
     command: list[str] = field(default_factory=list)
+    root: str | None = None  # the weights an attached server reports (`root` in /v1/models)
 
     @property
     def port(self) -> int:
@@ -353,12 +354,15 @@ def attach_server(
         try:
             r = httpx.get(base + "/models", headers=headers, timeout=5.0)
             if r.status_code == 200:
-                ids = [m["id"] for m in r.json().get("data", [])]
+                entries = r.json().get("data", [])
+                ids = [m["id"] for m in entries]
                 if model is not None and ids and model not in ids:
                     raise ValueError(f"{base} serves {ids}, not {model!r}")
                 if model is None and not ids:
                     raise ValueError(f"{base}/models lists no model; pass the model name")
-                return ServerHandle(base_url=base, model=model or ids[0])
+                chosen = model or ids[0]
+                root = next((m.get("root") for m in entries if m["id"] == chosen), None)
+                return ServerHandle(base_url=base, model=chosen, root=root)
             last = f"HTTP {r.status_code}: {r.text[:200]}"
         except httpx.HTTPError as e:
             last = f"{type(e).__name__}: {e}"

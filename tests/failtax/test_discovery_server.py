@@ -45,6 +45,15 @@ def test_discover_and_assign_on_embedded_model(embedded_backend, strategy):
     assert len(assignments) == len(explanations)
     valid = set(names) | {OUTLIER}
     assert all(a.modes and set(a.modes) <= valid for a in assignments)
+    # The model answered: each name is its own or its answer was refused for a recorded reason,
+    # and the llm assignment reached it (an unreachable model would leave keyword names and
+    # embedding fallbacks that pass the checks above).
+    assert notes["calls"]["completion_tokens"] > 0
+    refused = sum(n for k, n in notes["calls"]["degenerate"].items() if k.startswith("name:"))
+    named = sum(m.named_by == "model" for m in tax.modes)
+    assert named + refused + len(timeouts) >= len(tax.modes), (named, refused, notes["calls"])
+    assert not [a.method for a in assignments if "backend_error" in a.method]
+    assert any(a.call_ids for a in assignments)
     assert sum(m.count for m in tax.modes) + tax.outlier_count == len(explanations)
     # A second pass is answered from the call cache: no model runs again.
     before = embedded_backend.stats.calls

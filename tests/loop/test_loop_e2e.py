@@ -83,8 +83,17 @@ def test_tiny_loop_end_to_end_and_rerun(tmp_path, embedded_backend):
                           ).read_text())["regions"]
     assert any(r.get("starts") for r in regions if r["why"] == "collision_site")
     assert all(e["steps"] <= 10 for e in episodes if e["start"] == "replay")
-    # Discovery went through the model (names) and never read ground truth (pipeline test).
-    assert embedded_backend.stats.calls > 0
+    # Discovery went through the model (names) and never read ground truth (pipeline test):
+    # every call was answered and parsed, and each mode's name is the model's or the model's
+    # answer was refused for a recorded reason (the 135M model copies its prompt).
+    assert embedded_backend.stats.calls > 0 and embedded_backend.stats.errors == 0
+    discovered = json.loads((out / "cycle0" / "base" / "discover" / "taxonomy.json").read_text())
+    calls = discovered["notes"]["calls"]
+    assert calls["calls"] > 0 and calls["completion_tokens"] > 0, calls
+    assert not calls["errors"] and not discovered["notes"]["errors"], discovered["notes"]
+    refused = sum(n for k, n in calls["degenerate"].items() if k.startswith("name:"))
+    named = sum(m["named_by"] == "model" for m in discovered["modes"])
+    assert named + refused >= len(discovered["modes"]), (named, refused, discovered["modes"])
 
     starts_before = [r["stage"] for r in read_jsonl(out / "stages.jsonl")
                      if r["event"] == "start"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from nav_policy.config import ModelConfig
@@ -85,3 +86,25 @@ def test_any_image_size_and_checkpoint_round_trip(tmp_path):
     x, v = torch.rand(2, 3, 48, 80), torch.rand(2, VECTOR_FEATURES)
     net.eval()
     assert torch.equal(net(x, v), net2(x, v))
+
+
+class _RunsCode:
+    """Unpickling this runs code: what a tampered checkpoint could carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def test_checkpoint_carrying_code_is_refused(tmp_path):
+    net = NavPolicyNet(ModelConfig(), (32, 32), LIMITS)
+    save_checkpoint(tmp_path / "good.pt", net, {"note": 1})
+    blob = torch.load(tmp_path / "good.pt", weights_only=True)  # plain data only
+    marker = tmp_path / "ran"
+    blob["extra"] = {"payload": _RunsCode(marker)}
+    torch.save(blob, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="refus"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -99,3 +99,25 @@ def test_label_agreement_measures_how_the_policy_follows_the_labels(tmp_path, ti
     assert flipped["hard_turns"]["ratio"] == pytest.approx(-1.0, abs=1e-4)
     assert flipped["turn_r2"] < 0
     assert label_agreement(ckpt, tmp_path / "own", max_samples=100)["samples"] == 100
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def test_resume_refuses_a_checkpoint_carrying_code(tmp_path, tiny_cfg, synthetic_dataset):
+    data = synthetic_dataset(tmp_path / "data")
+    train_policy(_cfg(tiny_cfg, epochs=1), [data], tmp_path / "run", limits=LIMITS, progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    marker = tmp_path / "ran"
+    state["payload"] = _RunsCode(marker)
+    torch.save(state, last)
+    with pytest.raises(ValueError, match="refus"):
+        train_policy(_cfg(tiny_cfg, epochs=2), [data], tmp_path / "run", limits=LIMITS,
+                     progress=False)
+    assert not marker.exists()

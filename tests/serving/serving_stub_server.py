@@ -2,12 +2,17 @@
 
 Each request to /v1/chat/completions takes the next scripted action:
 ("reply", text) / ("reply", text, finish_reason), ("status", code, body[, headers]),
-("sleep", seconds) (answers too late), ("drop",) (closes the connection).
-When the script runs out, the last action repeats. Requests are recorded.
+("sleep", seconds) (answers too late), ("drop",) (closes the connection),
+("auto",) (a valid answer built from the request's own constraint: one of the
+`choice` list, or an instance of the `json` schema, its words picked by a hash of
+the messages, so the same request always gets the same answer).
+When the script runs out, the last action repeats. Requests are recorded when they
+arrive (`requests`) and, once the answer is written, in `completed`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -16,13 +21,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class StubServer:
     def __init__(
-        self, script: list[tuple], *, version: str | None = None, owned_by: str = "stub"
+        self,
+        script: list[tuple],
+        *,
+        version: str | None = None,
+        owned_by: str = "stub",
+        root: str | None = None,
     ) -> None:
         self.script = list(script)
         self.requests: list[dict] = []
+        self.completed: list[dict] = []  # request bodies whose answer was sent in full
         self.times: list[float] = []
         self.version = version
         self.owned_by = owned_by
+        self.root = root  # the weights /v1/models reports, as vLLM does; None: no root field
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,16 +58,25 @@ class StubServer:
                 if self.path == "/version" and stub.version:
                     self._send(200, {"version": stub.version})
                 elif self.path == "/v1/models":
-                    self._send(200, {"data": [{"id": "stub-model", "owned_by": stub.owned_by}]})
+                    entry = {"id": "stub-model", "owned_by": stub.owned_by}
+                    if stub.root is not None:
+                        entry["root"] = stub.root
+                    self._send(200, {"data": [entry]})
                 else:
                     self._send(404, {"error": "not found"})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                except ValueError:  # the client died mid-request
+                    return
                 stub.requests.append({"body": body, "headers": dict(self.headers)})
                 stub.times.append(time.monotonic())
                 action = stub.script.pop(0) if len(stub.script) > 1 else stub.script[0]
                 kind = action[0]
+                if kind == "auto":
+                    action = ("reply", auto_answer(body))
+                    kind = "reply"
                 if kind == "reply":
                     finish = action[2] if len(action) > 2 else "stop"
                     self._send(
@@ -70,6 +91,7 @@ class StubServer:
                             "usage": {"prompt_tokens": 10, "completion_tokens": 5},
                         },
                     )
+                    stub.completed.append(body)
                 elif kind == "status":
                     self._send(action[1], action[2], action[3] if len(action) > 3 else None)
                 elif kind == "sleep":
@@ -97,3 +119,57 @@ class StubServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+WORDS = ["glass", "pole", "box", "chair", "wall", "door", "corner", "table", "dark", "narrow"]
+
+
+def auto_answer(body: dict) -> str:
+    """A valid answer to a chat request from its `structured_outputs` constraint."""
+    seed = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).digest()
+    constraint = body.get("structured_outputs") or {}
+    if "choice" in constraint:
+        return constraint["choice"][seed[0] % len(constraint["choice"])]
+    if "json" in constraint:
+        return json.dumps(_instance(constraint["json"], constraint["json"], seed, [0]))
+    return " ".join(WORDS[b % len(WORDS)] for b in seed[:6])
+
+
+def _instance(schema: dict, root: dict, seed: bytes, counter: list[int]):
+    """Smallest valid instance of a (pydantic-made) JSON schema, words from `seed`."""
+    if "$ref" in schema:
+        node = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return _instance(node, root, seed, counter)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return _instance(options[0], root, seed, counter)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next(k for k in kind if k != "null")
+    counter[0] += 1
+    pick = seed[counter[0] % len(seed)]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(v, root, seed, counter) for k, v in props.items()}
+    if kind == "array":
+        n = max(schema.get("minItems", 1), 1)
+        n = min(n + pick % 2, schema.get("maxItems", n + 1))
+        return [_instance(schema.get("items", {}), root, seed, counter) for _ in range(n)]
+    if kind == "string":
+        text = f"{WORDS[pick % len(WORDS)]} {WORDS[(pick // 10) % len(WORDS)]}"
+        text = text.ljust(schema.get("minLength", 0), "x")
+        return text[: schema.get("maxLength", len(text))]
+    if kind == "integer":
+        return max(schema.get("minimum", 0), 1)
+    if kind == "number":
+        return float(max(schema.get("minimum", 0.0), 0.5))
+    if kind == "boolean":
+        return bool(pick % 2)
+    return None

@@ -126,3 +126,80 @@ def test_corrupt_entry_is_recomputed(tmp_path):
     r = asyncio.run(b2.complete(msgs(), max_tokens=5))
     assert b2.stats.calls == 1 and not r.cached
     json.loads(entry.read_text())  # rewritten whole
+
+
+class ScopedBackend(CountingBackend):
+    """A counting backend that says which endpoint and weights answer."""
+
+    def __init__(self, endpoint: str, weights: str | None = None):
+        super().__init__()
+        self.cache_scope = {"endpoint": endpoint, "weights": weights}
+
+
+def test_same_model_name_on_other_endpoint_or_weights_is_not_a_hit(tmp_path):
+    """Two servers exposing the same served name must not share answers."""
+
+    async def ask(inner):
+        b = CachedBackend(inner, tmp_path)
+        r = await b.complete(msgs(), max_tokens=5)
+        return b.stats, r
+
+    async def main():
+        stats, first = await ask(ScopedBackend("http://gpu-a:8000/v1", "w1"))
+        assert stats.calls == 1
+        stats, again = await ask(ScopedBackend("http://gpu-a:8000/v1", "w1"))
+        assert (stats.calls, stats.hits) == (0, 1) and again.call_id == first.call_id
+        stats, other_host = await ask(ScopedBackend("http://gpu-b:8000/v1", "w1"))
+        assert (stats.calls, stats.hits) == (1, 0) and other_host.call_id != first.call_id
+        stats, other_weights = await ask(ScopedBackend("http://gpu-a:8000/v1", "w2"))
+        assert (stats.calls, stats.hits) == (1, 0)
+        assert other_weights.call_id not in (first.call_id, other_host.call_id)
+
+    asyncio.run(main())
+
+
+def test_key_covers_scope():
+    base = call_key("m", "complete", msgs(), scope={"endpoint": "a", "weights": "w"}, seed=0)
+    assert base != call_key("m", "complete", msgs(), scope={"endpoint": "b", "weights": "w"}, seed=0)
+    assert base != call_key("m", "complete", msgs(), scope={"endpoint": "a", "weights": "v"}, seed=0)
+    assert base != call_key("m", "complete", msgs(), seed=0)
+
+
+def test_weights_fingerprint_follows_config_and_weights(tmp_path):
+    from serving.cache import weights_fingerprint
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(bytes(range(256)) * 20_000)
+    first = weights_fingerprint(model)
+    assert weights_fingerprint(model) == first
+    (model / "model.safetensors").write_bytes(bytes(range(256)) * 19_999 + bytes(255) + b"\x01")
+    tuned = weights_fingerprint(model)  # same size, last bytes differ
+    assert tuned != first
+    (model / "config.json").write_text('{"hidden_size": 16}')
+    assert weights_fingerprint(model) not in (first, tuned)
+    with pytest.raises(FileNotFoundError, match="no model files"):
+        weights_fingerprint(tmp_path / "empty")
+
+
+def test_factory_scopes_attached_servers_by_url_and_reported_root(tmp_path):
+    """`make_backend` gives an attached server's URL and the weights its /v1/models reports."""
+    from serving_stub_server import StubServer
+
+    from serving.config import BackendConfig
+    from serving.factory import make_backend
+
+    scopes = []
+    for root in ("/models/a", "/models/b"):
+        with StubServer([("reply", "hi")], root=root) as stub:
+            for model in (None, "stub-model"):
+                cfg = BackendConfig(kind="openai", base_url=stub.base_url, model=model,
+                                    cache_dir=str(tmp_path))
+                backend = make_backend(cfg)
+                assert backend.scope == {"endpoint": stub.base_url, "weights": root}
+                scopes.append(backend.scope)
+    assert scopes[0] != scopes[2]
+    dead = BackendConfig(kind="openai", base_url="http://127.0.0.1:9/v1", model="m",
+                         cache_dir=str(tmp_path))
+    assert make_backend(dead).scope == {"endpoint": "http://127.0.0.1:9/v1", "weights": None}
