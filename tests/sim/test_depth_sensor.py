@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from sim_scenes import GLASS, LOW_BOX, POLE
+from test_render import RED
 
 from sim.config import CameraConfig, DepthSensorConfig, SimConfig, load_sim_config
 from sim.geometry import compile_building
 from sim.render import Raycaster
 from sim.world import simple_room
-from test_render import RED
 
 CAM = CameraConfig(width_px=64, height_px=64, pitch_deg=0.0)
 REAL = DepthSensorConfig(mode="realistic")
