@@ -127,8 +127,9 @@ class SceneConfig(StrictModel):
     # depth-only objects: neighbouring pixels whose depths differ by more than this share
     # belong to different objects
     depth_jump_ratio: float = 0.12
-    # facts: a collision with no obstacle in depth nearer than this is a depth miss
-    depth_miss_m: float = 0.45
+    # facts: a collision while depth showed free space ahead (the sector within
+    # ahead_half_angle_deg) beyond this distance is a depth miss
+    depth_miss_m: float = 0.8
     # facts: an obstacle first seen in depth nearer than this "appeared only when close"
     late_appearance_m: float = 2.8
 

@@ -547,8 +547,9 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
             "",
         )
     culprit, vanished = _culprit(fail, scenes, cfg)
-    if outcome == "collision" and "depth" in fail.channels_used and not vanished and (
-        culprit is None or culprit.distance_m > cfg.depth_miss_m
+    low_gone = bool(vanished) and culprit is not None and _last_look(culprit, scenes).vertical.startswith("low")
+    if outcome == "collision" and "depth" in fail.channels_used and not low_gone and (
+        fail.free_space.get("ahead", math.inf) > cfg.depth_miss_m
     ):
         return _depth_miss_facts(fail)
     if culprit is None:
@@ -609,6 +610,12 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
     return text, measured + "."
 
 
+def _last_look(culprit: ObjectObs, scenes: list[SceneFrame]) -> ObjectObs:
+    """The culprit as seen from about a metre away (where shape and height are measurable)."""
+    seen = [o for s in scenes for o in s.objects if o.object_id == culprit.object_id]
+    return min(seen, key=lambda o: abs(math.log(max(o.distance_m, 0.05) / 1.0)))
+
+
 def _depth_only(scene: SceneFrame) -> bool:
     """Objects came from depth segments (no privileged instance / class channel)."""
     return not {"instance", "semantic"} & set(scene.channels_used)
@@ -622,13 +629,12 @@ def _depth_miss_facts(fail: SceneFrame) -> tuple[str, str]:
         "Collision with something the depth sensor did not see: depth reported free space "
         "ahead at contact"
     )
-    faint = [o for o in fail.objects if o.appearance.startswith("faint")]
-    if faint:
-        text += ", and the surface ahead looked faint in RGB"
     if ahead is None:
         measured = "At contact depth reported no obstacle ahead within range"
     else:
         measured = f"At contact depth reported free space {ahead:.1f} m ahead"
+    if any(o.appearance.startswith("faint") for o in fail.objects):
+        measured += "; a surface in view looked faint in RGB"
     return text + ".", measured + "."
 
 
