@@ -3,6 +3,8 @@ collision the depth sensor did not see, and a privileged run says so."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,19 @@ def test_privileged_run_is_labelled(tmp_path, tiny_episodes):
     assert "privileged_simulator_channels_used" not in summaries["robot"]["stages"]["reason"]
     assert summaries["sim"]["stages"]["reason"]["privileged_simulator_channels_used"] == [
         "semantic", "instance", "class_names"]
+
+
+def test_a_declared_detector_channel_brings_class_names(tmp_path, episode_factory):
+    folder = episode_factory(tmp_path, "ep-det", hazard="pole", n_steps=12)
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["channels"] = ["depth", "detector"]  # a real detector's class image, no sim labels
+    meta_path.write_text(json.dumps(meta))
+    for npz in (folder / "channels").glob("*.npz"):
+        with np.load(npz) as f:
+            arrays = {"depth": f["depth"], "detector": f["semantic"]}
+        np.savez_compressed(npz, **arrays)
+    ep = next(make_source(SourceConfig(path=str(tmp_path))).scan())
+    scenes, (_, reason) = _facts(ep, SceneConfig())
+    assert "pole" in reason
+    assert "pole" in " ".join(s.to_text() for s in scenes)
