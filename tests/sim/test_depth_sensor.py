@@ -71,3 +71,16 @@ def test_config_default_is_realistic_and_env_versions_differ():
     assert sim.ENV_ID.endswith("v1")
     v0 = gym.make(sim.LEGACY_ENV_ID).unwrapped
     assert v0.config.depth_sensor.mode == "ideal"
+
+
+def test_env_channel_follows_the_config():
+    from sim.env import IndoorNavEnv
+
+    room = simple_room(8.0, 4.0, (RED, GLASS))
+    depth = {}
+    for mode in ("realistic", "ideal"):
+        env = IndoorNavEnv({"observation.depth": "info", "depth_sensor.mode": mode})
+        _, info = env.reset(seed=0, options={"building": room, "start_xy": (2.0, 2.0),
+                                             "start_yaw": 0.0, "goal_xy": (1.0, 3.0)})
+        depth[mode] = info["depth"][32, 32]
+    assert abs(depth["ideal"] - 3.0) < 0.05 and abs(depth["realistic"] - 5.0) < 0.05
