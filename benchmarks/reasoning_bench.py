@@ -88,8 +88,18 @@ def main() -> None:
         choices=["change_point", "fixed_rate"],
         help="key-frame selection (the paper's ablation: change_point vs fixed_rate)",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="extra pipeline config override, repeatable (e.g. scene.channels=[depth,rgb])",
+    )
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     args = parser.parse_args()
+
+    import yaml
 
     from failtax.config import load_config
     from failtax.evaluation import evaluate_run
@@ -114,6 +124,7 @@ def main() -> None:
         backend = make_backend(bcfg)
         backend_desc = f"{bcfg.kind}:{backend.model_id} (ready in {time.perf_counter() - t0:.0f} s)"
 
+    extra = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
     rows = []
     try:
         for vocab in vocabs:
@@ -133,6 +144,7 @@ def main() -> None:
                         "reasoning.include_reasoning": args.reasoning_field,
                         "reasoning.trajectory_max_chars": args.max_chars,
                         "reasoning.failure_reason_max_chars": args.max_chars,
+                        **extra,
                     },
                 )
                 run_dir = args.out / name
@@ -183,7 +195,7 @@ def main() -> None:
 
     cols = ["run", "episodes", "wall_s", "model_calls", "degenerate", "fallbacks", "modes_found"]
     cols += [label for _, label in METRICS]
-    print(f"backend: {backend_desc}; episodes: {args.episodes}")
+    print(f"backend: {backend_desc}; episodes: {args.episodes}; overrides: {extra}")
     print(" | ".join(f"{c:>11s}" for c in cols))
     for r in rows:
         print(
@@ -195,7 +207,9 @@ def main() -> None:
     out = RESULTS / f"reasoning_bench{'-' + args.tag if args.tag else ''}.json"
     out.write_text(
         json.dumps(
-            {"backend": backend_desc, "episodes": args.episodes.name, "rows": rows}, indent=2
+            {"backend": backend_desc, "episodes": args.episodes.name, "overrides": extra,
+             "rows": rows},
+            indent=2,
         )
         + "\n"
     )

@@ -83,13 +83,27 @@ class DownsampleConfig(StrictModel):
         return self
 
 
-class SceneConfig(StrictModel):
-    """Scene descriptions from depth/semantic/instance channels (failtax.scene)."""
+# Channels a simulator records but a robot does not log: its noise-free semantic class
+# and instance (object id) images map almost one-to-one onto the hidden failure causes.
+PRIVILEGED_CHANNELS = ("semantic", "instance")
 
-    # include semantic class names ("glass_door"); False = geometry only ("object 3, thin vertical")
-    class_names: bool = True
-    # channels allowed into a description: depth, semantic, instance, and rgb (appearance cues)
-    channels: list[str] = Field(default_factory=lambda: ["depth", "semantic", "instance", "rgb"])
+
+class SceneConfig(StrictModel):
+    """Scene descriptions from the robot's logged channels (failtax.scene).
+
+    The defaults use what a real robot logs: depth and RGB (plus pose, velocity,
+    goal and the outcome from steps.jsonl and meta.json). The simulator-only
+    `semantic` / `instance` channels and `class_names` are PRIVILEGED: opt-in, and
+    a run that uses them says so ("privileged simulator channels used").
+    """
+
+    # privileged: include semantic class names ("glass_door"); False = geometry only.
+    # An episode whose meta.json declares a `detector` channel (a real object detector's
+    # class image) gets class names from it without this flag.
+    class_names: bool = False
+    # channels allowed into a description: depth and rgb (appearance cues); the privileged
+    # simulator channels semantic and instance only when listed here explicitly
+    channels: list[str] = Field(default_factory=lambda: ["depth", "rgb"])
     # class names never listed as objects (surfaces, not obstacles)
     ignore_classes: list[str] = Field(default_factory=lambda: ["void", "floor", "ceiling"])
     # objects covering fewer pixels than this share of the image are ignored
@@ -106,6 +120,24 @@ class SceneConfig(StrictModel):
     faint_contrast_max: float = 12.0
     # facts mode: the failure summary reads this many last kept frames
     facts_last_frames: int = 3
+    # depth-only objects: pixels whose 3-D point lies this high above the floor and below
+    # obstacle_max_height_m are obstacles (needs meta.camera.height_m)
+    obstacle_min_height_m: float = 0.04
+    obstacle_max_height_m: float = 1.8
+    # depth-only objects: neighbouring pixels whose depths differ by more than this share
+    # belong to different objects
+    depth_jump_ratio: float = 0.12
+    # facts: a collision while depth showed free space ahead (the sector within
+    # ahead_half_angle_deg) beyond this distance is a depth miss
+    depth_miss_m: float = 0.8
+    # facts: an obstacle first seen in depth nearer than this "appeared only when close"
+    late_appearance_m: float = 2.8
+
+    @property
+    def privileged(self) -> list[str]:
+        """The simulator-only inputs this config lets in (empty for a robot's logs)."""
+        used = [c for c in self.channels if c in PRIVILEGED_CHANNELS]
+        return used + (["class_names"] if self.class_names else [])
 
 
 class ReasoningConfig(StrictModel):

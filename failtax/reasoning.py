@@ -402,12 +402,16 @@ class ReasonResult:
     fallbacks: int | None = None  # model answers replaced by facts (model modes only)
     degenerate: int | None = None  # answers flagged degenerate but kept
     retryable: int = 0  # episodes whose last explanation is a fallback from a failed call
+    # simulator-only inputs the descriptions used (SceneConfig.privileged); [] for robot logs
+    privileged: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"new": self.new}
         if self.fallbacks is not None:
             out.update(fallbacks=self.fallbacks, degenerate=self.degenerate)
         out["total"] = self.total
+        if self.privileged:
+            out["privileged_simulator_channels_used"] = self.privileged
         return out
 
 
@@ -454,8 +458,9 @@ async def run_stage(
         pending=len(pending_ids),
         input_mode=cfg.input_mode,
     )
+    privileged = scene_cfg.privileged if cfg.input_mode in ("facts", "scene_text") else []
     if not pending_ids:
-        result = ReasonResult(new=0, total=len(done))
+        result = ReasonResult(new=0, total=len(done), privileged=privileged)
         result.retryable = len(retryable_explanations(read_explanations(run.dir)))
         run.log_stage("reason", "finish", new=0, total=len(done))
         return result
@@ -570,6 +575,7 @@ async def _reason_episodes(
         fallbacks=fallbacks,
         degenerate=degenerate,
         retryable=len(retryable_explanations(explanations)),
+        privileged=scene_cfg.privileged if cfg.input_mode in ("facts", "scene_text") else [],
     )
     run.log_stage("reason", "finish", **result.summary(), **backend_stats(backend))
     return result

@@ -1,4 +1,5 @@
-"""Scene descriptions from a log's depth / semantic / instance channels.
+"""Scene descriptions from a log's depth and RGB channels (and, opt-in, the
+simulator's privileged semantic / instance channels).
 
 For each kept frame, `describe_frames` lists the visible objects with their
 distance (m), bearing (left / ahead / right and degrees), apparent size and
@@ -21,6 +22,15 @@ model-written explanation has to beat. Its failure reason is categorical (what
 was hit, its shape, height and appearance, how the robot met it: head-on, on
 one side, in a narrow gap, after it dropped out of view), so that failures of
 one cause read alike and cluster; the measurements go into the trajectory.
+
+Robot-observable by default: with only depth (and RGB), objects are segmented
+from the depth image itself (pixels whose 3-D point lies above the floor, split
+at depth discontinuities) and tracked from frame to frame by bearing and
+distance. The failure summary then states what honest sensors show: a
+collision with nothing in depth near the robot ("the depth sensor did not see
+it"), an obstacle that appeared in depth only when close, or one that left the
+camera's view before contact. Class names appear only with the privileged
+`class_names` option or when an episode declares a `detector` channel.
 
 Geometry: pinhole camera with the horizontal field of view of meta.camera,
 square pixels; bearing is positive to the left (counter-clockwise, like yaw).
@@ -166,18 +176,23 @@ class SceneDescriber:
         meta = episode.meta or {}
         camera = meta.get("camera") or {}
         classes = {int(k): str(v) for k, v in (meta.get("semantic_classes") or {}).items()}
+        detector = "detector" in (meta.get("channels") or [])
         frames: list[SceneFrame] = []
         previous: dict[int, ObjectObs] = {}
+        tracker = _Tracker()
         for idx in keyframes.indices:
             step = _moving_step(episode, idx)
-            channels = {
-                k: v for k, v in episode.load_channels(idx).items() if k in self.cfg.channels
-            }
+            loaded = episode.load_channels(idx)
+            channels = {k: v for k, v in loaded.items() if k in self.cfg.channels}
+            if detector and "detector" in loaded and "semantic" not in channels:
+                channels["semantic"] = loaded["detector"]  # a real detector's class image
             rgb = None
             if "rgb" in self.cfg.channels and "depth" in channels:
                 frame = episode.load_frame(idx)
                 rgb = frame if frame.shape[:2] == channels["depth"].shape else None
-            scene = self._frame(idx, step, channels, camera, classes, rgb)
+            scene = self._frame(idx, step, channels, camera, classes, rgb, detector)
+            if scene.objects and not {"instance", "semantic"} & set(channels):
+                tracker.assign(scene)
             for obj in scene.objects:
                 before = previous.get(obj.object_id)
                 if before is None:
@@ -202,6 +217,7 @@ class SceneDescriber:
         camera: dict[str, Any],
         classes: dict[int, str],
         rgb: np.ndarray | None = None,
+        detector: bool = False,
     ) -> SceneFrame:
         scene = SceneFrame(
             frame_index=idx,
@@ -221,8 +237,9 @@ class SceneDescriber:
         focal = (w / 2) / math.tan(fov / 2)
         horizon_row = h / 2 + focal * math.tan(math.radians(float(camera.get("pitch_deg") or 0.0)))
         cam_h = camera.get("height_m")
-        names = classes if self.cfg.class_names else {}
-        semantic = channels.get("semantic") if self.cfg.class_names else None
+        use_names = self.cfg.class_names or detector
+        names = classes if use_names else {}
+        semantic = channels.get("semantic") if use_names else None
         instance = channels.get("instance")
         ignore_ids = {cid for cid, name in classes.items() if name in self.cfg.ignore_classes}
 
@@ -239,6 +256,8 @@ class SceneDescriber:
         else:
             ids = None
         finite = np.isfinite(depth) & (depth > 0)
+        if ids is None and cam_h is not None:
+            ids = depth_segments(depth, finite, focal, camera, float(cam_h), self.cfg)
         cols = (np.arange(w) + 0.5 - w / 2) / focal  # tan of the angle, + right in the image
         if ids is not None:
             scene.objects = self._objects(
@@ -247,7 +266,7 @@ class SceneDescriber:
                 finite,
                 semantic,
                 names,
-                instance is not None,
+                instance is not None or semantic is None,
                 focal,
                 horizon_row,
                 cols,
@@ -350,6 +369,76 @@ class SceneDescriber:
             if m.any():
                 out[name] = round(float(depth[m].min()), 2)
         return out
+
+
+def depth_segments(
+    depth: np.ndarray, finite: np.ndarray, focal: float, camera: dict[str, Any], cam_h: float,
+    cfg: SceneConfig,
+) -> np.ndarray:
+    """(H, W) object ids from a depth image alone (0 = floor, ceiling, nothing).
+
+    A pixel is an obstacle where its 3-D point lies between `obstacle_min_height_m`
+    and `obstacle_max_height_m` above the floor (depth is the forward distance, so
+    height = camera height + depth * the row's line-of-sight slope). Obstacle pixels
+    are grouped into 4-connected segments after dropping the farther pixel of every
+    neighbour pair whose depths jump by more than `depth_jump_ratio`, so a pole in
+    front of a wall is its own object.
+    """
+    from scipy import ndimage
+
+    h = depth.shape[0]
+    pitch = math.radians(float(camera.get("pitch_deg") or 0.0))
+    slope = np.tan(pitch + np.arctan((h / 2 - np.arange(h) - 0.5) / focal))
+    d = np.where(finite, depth, np.inf)
+    with np.errstate(invalid="ignore"):
+        z = cam_h + d * slope[:, None]
+    mask = finite & (z >= cfg.obstacle_min_height_m) & (z <= cfg.obstacle_max_height_m)
+    edge = np.zeros_like(mask)
+    for axis in (0, 1):
+        a = d[:-1, :] if axis == 0 else d[:, :-1]
+        b = d[1:, :] if axis == 0 else d[:, 1:]
+        with np.errstate(invalid="ignore"):
+            jump = np.abs(a - b) > cfg.depth_jump_ratio * np.minimum(a, b)
+        far_a, far_b = jump & (a > b), jump & (b > a)
+        if axis == 0:
+            edge[:-1, :] |= far_a
+            edge[1:, :] |= far_b
+        else:
+            edge[:, :-1] |= far_a
+            edge[:, 1:] |= far_b
+    labels, _ = ndimage.label(mask & ~edge)
+    return labels.astype(np.int64)
+
+
+class _Tracker:
+    """Stable object ids for depth segments: each is matched to the nearest object of
+    the previous frame in bearing and distance, else it gets a new id."""
+
+    def __init__(self, max_bearing_deg: float = 12.0, max_distance_m: float = 1.0) -> None:
+        self.prev: list[ObjectObs] = []
+        self.next_id = 1
+        self.max_bearing_deg, self.max_distance_m = max_bearing_deg, max_distance_m
+
+    def assign(self, scene: SceneFrame) -> None:
+        taken: set[int] = set()
+        for o in scene.objects:
+            best, cost = None, float("inf")
+            for p in self.prev:
+                if p.object_id in taken:
+                    continue
+                db = abs(o.bearing_deg - p.bearing_deg)
+                dd = abs(o.distance_m - p.distance_m)
+                if db <= self.max_bearing_deg and dd <= self.max_distance_m:
+                    c = db / self.max_bearing_deg + dd / self.max_distance_m
+                    if c < cost:
+                        best, cost = p, c
+            if best is None:
+                o.object_id, self.next_id = self.next_id, self.next_id + 1
+            else:
+                o.object_id = best.object_id
+            taken.add(o.object_id)
+            o.label = f"object {o.object_id}"
+        self.prev = list(scene.objects)
 
 
 def appearance(mask: np.ndarray, rgb: np.ndarray, luma: np.ndarray, cfg: SceneConfig) -> str:
@@ -458,14 +547,23 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
             "",
         )
     culprit, vanished = _culprit(fail, scenes, cfg)
+    low_gone = bool(vanished) and culprit is not None and _last_look(culprit, scenes).vertical.startswith("low")
+    if outcome == "collision" and "depth" in fail.channels_used and not low_gone and (
+        fail.free_space.get("ahead", math.inf) > cfg.depth_miss_m
+    ):
+        return _depth_miss_facts(fail)
     if culprit is None:
         return f"{what} with nothing recognised in view.", ""
     seen = [o for s in scenes for o in s.objects if o.object_id == culprit.object_id]
     # At contact everything "fills the view": describe the object as it looked from about
     # a metre away, where its shape and height are measurable.
     look = min(seen, key=lambda o: abs(math.log(max(o.distance_m, 0.05) / 1.0)))
-    traits = ", ".join(t for t in (look.shape, _vertical_trait(look), look.appearance) if t)
-    text = f"{what} with {_plain_label(look)} ({traits})"
+    shape = look.shape
+    if vanished and _depth_only(fail):
+        # A depth segment met only in passing: its outline is unreliable; keep what tells.
+        shape = shape if shape == "thin vertical" else ""
+    traits = ", ".join(t for t in (shape, _vertical_trait(look), look.appearance) if t)
+    text = f"{what} with {_plain_label(look)}" + (f" ({traits})" if traits else "")
     side = culprit.side
     if vanished:
         where = (
@@ -476,6 +574,16 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
         text += ": hit head-on while driving toward it"
     else:
         text += f": hit on the robot's {side} side"
+    first = seen[0]
+    # Depth-only tracks: an obstacle absent from the first kept frame that first showed up
+    # near (thin objects drop out of depth at range; furniture or walls do not).
+    late = (
+        _depth_only(fail)
+        and all(o.object_id != culprit.object_id for o in scenes[0].objects)
+        and first.distance_m < cfg.late_appearance_m
+    )
+    if late:
+        text += ", after it appeared in depth only when close"
     others = [
         o
         for o in fail.objects
@@ -497,7 +605,37 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
     ]
     if len(recent) >= 2 and recent[0].distance_m - recent[-1].distance_m >= cfg.motion_threshold_m:
         measured += f", closing in from {recent[0].distance_m:.2f} m over the last {len(recent)} kept frames"
+    if late:
+        measured += f"; it first appeared in depth {first.distance_m:.1f} m away"
     return text, measured + "."
+
+
+def _last_look(culprit: ObjectObs, scenes: list[SceneFrame]) -> ObjectObs:
+    """The culprit as seen from about a metre away (where shape and height are measurable)."""
+    seen = [o for s in scenes for o in s.objects if o.object_id == culprit.object_id]
+    return min(seen, key=lambda o: abs(math.log(max(o.distance_m, 0.05) / 1.0)))
+
+
+def _depth_only(scene: SceneFrame) -> bool:
+    """Objects came from depth segments (no privileged instance / class channel)."""
+    return not {"instance", "semantic"} & set(scene.channels_used)
+
+
+def _depth_miss_facts(fail: SceneFrame) -> tuple[str, str]:
+    """A collision with nothing in depth near the robot: the depth sensor did not see it
+    (a transparent or very thin surface, or one outside the depth camera's view)."""
+    ahead = fail.free_space.get("ahead")
+    text = (
+        "Collision with something the depth sensor did not see: depth reported free space "
+        "ahead at contact"
+    )
+    if ahead is None:
+        measured = "At contact depth reported no obstacle ahead within range"
+    else:
+        measured = f"At contact depth reported free space {ahead:.1f} m ahead"
+    if any(o.appearance.startswith("faint") for o in fail.objects):
+        measured += "; a surface in view looked faint in RGB"
+    return text + ".", measured + "."
 
 
 def _vertical_trait(o: ObjectObs) -> str:
@@ -546,7 +684,7 @@ def _plain_label(o: ObjectObs) -> str:
     """A name that means the same across episodes: the class, or the shape when unnamed
     (instance ids differ from one log to the next and only add noise to text clustering)."""
     if o.label.startswith("object "):
-        return "an unnamed object"
+        return "an unnamed object"  # geometry only: the traits that follow say what it was
     return "the " + o.label.split(" (object")[0]
 
 

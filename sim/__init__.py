@@ -1,6 +1,6 @@
 """failtax's bundled indoor-navigation simulator.
 
-Importing `sim` registers the Gymnasium id ``failtax/IndoorNav-v0`` (cheap:
+Importing `sim` registers the Gymnasium id ``failtax/IndoorNav-v1`` (cheap:
 nothing is generated or rendered at import). The main names are re-exported
 lazily (`from sim import IndoorNavEnv` imports sim.env on first use); the full
 list of entry points is at the top of docs/SIM.md:
@@ -13,7 +13,10 @@ list of entry points is at the top of docs/SIM.md:
 * ``sim.env``: ``IndoorNavEnv``, ``NavBatch``, ``load_world``, ``World``
 * ``sim.config``: ``SimConfig``, ``load_sim_config``
 
-Bump the version in ENV_ID when dynamics or rendering change.
+Bump the version in ENV_ID when dynamics or rendering change. v1: the depth
+channel comes from a realistic depth sensor by default (glass transparent to
+depth, thin objects lost beyond a range); ``failtax/IndoorNav-v0`` stays
+registered with the ideal depth channel it had (RGB and dynamics are the same).
 """
 
 import importlib
@@ -21,10 +24,14 @@ from typing import Any
 
 import gymnasium
 
-ENV_ID = "failtax/IndoorNav-v0"
+ENV_ID = "failtax/IndoorNav-v1"
+LEGACY_ENV_ID = "failtax/IndoorNav-v0"  # ideal depth channel
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="sim.env:IndoorNavEnv")
+if LEGACY_ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=LEGACY_ENV_ID, entry_point="sim.env:IndoorNavEnv",
+                       kwargs={"config": {"depth_sensor.mode": "ideal"}})
 
 _LAZY = {
     "IndoorNavEnv": "sim.env", "NavBatch": "sim.env", "World": "sim.env", "load_world": "sim.env",

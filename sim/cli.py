@@ -50,7 +50,7 @@ def _with_config(fn):
 
 @click.group()
 def sim() -> None:
-    """Bundled indoor-navigation simulator (env id failtax/IndoorNav-v0)."""
+    """Bundled indoor-navigation simulator (env id failtax/IndoorNav-v1)."""
 
 
 @sim.command()

@@ -108,14 +108,34 @@ class ObservationConfig(StrictModel):
     route_lookahead_m: float = Field(1.5, gt=0, le=10)  # how far ahead the route point sits
 
 
+class DepthSensorConfig(StrictModel):
+    """What the depth channel reports.
+
+    `ideal` reports the first surface of every pixel, glass included (the
+    simulator's noise-free channel, as in IndoorNav-v0). `realistic` behaves like
+    an active depth camera: a surface returns only where it is opaque enough
+    (glass panes are transparent to depth: the ray reports what is behind them;
+    their thin frames still return), and objects thinner than `thin_width_m`
+    return only up to `thin_max_range_m` (beyond it they cover too little of a
+    pixel to give a return). Low obstacles leave the view on close approach by
+    the camera geometry alone, in both modes. RGB is the same in both modes.
+    """
+
+    mode: Literal["ideal", "realistic"] = "realistic"  # ideal = every surface, glass included
+    min_return_opacity: float = Field(0.5, gt=0, le=1)  # realistic: per-pixel opacity that returns
+    thin_width_m: float = Field(0.1, ge=0)  # realistic: objects narrower than this are "thin"
+    thin_max_range_m: float = Field(2.5, gt=0)  # realistic: thin objects vanish from depth beyond
+
+
 class SimConfig(StrictModel):
-    """Everything that defines `failtax/IndoorNav-v0`."""
+    """Everything that defines `failtax/IndoorNav-v1`."""
 
     robot: RobotConfig = RobotConfig()  # body and dynamics limits
     camera: CameraConfig = CameraConfig()  # front camera
     world: WorldConfig = WorldConfig()  # building generator
     episode: EpisodeConfig = EpisodeConfig()  # timing and termination
     observation: ObservationConfig = ObservationConfig()  # extra channels
+    depth_sensor: DepthSensorConfig = DepthSensorConfig()  # what the depth channel reports
 
     @model_validator(mode="after")
     def _check_consistency(self) -> SimConfig:

@@ -1,4 +1,4 @@
-"""`failtax/IndoorNav-v0`: drive a unicycle robot to a goal through an office floor.
+"""`failtax/IndoorNav-v1`: drive a unicycle robot to a goal through an office floor.
 
 Observation (Dict):
     image     (H, W, 3) uint8 front camera.
@@ -110,7 +110,8 @@ def load_world(config: SimConfig, family: str | None = None, seed: int = 0) -> W
     family = family or config.world.family
     key = stable_hash([family, int(seed), config.world.model_dump(mode="json"),
                        config.robot.model_dump(mode="json"),
-                       config.camera.model_dump(mode="json")])
+                       config.camera.model_dump(mode="json"),
+                       config.depth_sensor.model_dump(mode="json")])
     if key in _WORLD_CACHE:
         _WORLD_CACHE.move_to_end(key)
         return _WORLD_CACHE[key]
@@ -131,7 +132,8 @@ def world_from_building(building: Building, config: SimConfig) -> World:
     planner = GridPlanner(grid, config.robot.radius_m + PLANNER_MARGIN_M,
                           preferred_clearance_m=max(0.6, config.robot.radius_m + 0.2))
     return World(building, geom, grid, planner, CollisionChecker(geom, building, config.robot),
-                 Raycaster(geom, building, config.camera), config.robot.radius_m)
+                 Raycaster(geom, building, config.camera, config.depth_sensor),
+                 config.robot.radius_m)
 
 
 def _world_for_building(building: Building, config: SimConfig) -> World:

@@ -89,7 +89,7 @@ class EpisodeRecorder:
         *,
         robot: str = "unknown",
         source: str = SOURCE,
-        env_id: str | None = "failtax/IndoorNav-v0",
+        env_id: str | None = "failtax/IndoorNav-v1",
         frame_stride: int = 1,
         channels: tuple[str, ...] = CHANNELS,
         overwrite: bool = False,

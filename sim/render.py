@@ -8,9 +8,12 @@ surface's height range. Hence:
 * low boxes fill only the bottom rows and, with a pitched camera, leave the
   view when the robot is close;
 * glass is composited at its opacity (~12 %): RGB shows what is behind with
-  a faint tint and a thin frame, while depth/semantic channels report it;
+  a faint tint and a thin frame; semantic/instance channels report it, and so
+  does depth with the `ideal` depth sensor, while the `realistic` one
+  (`DepthSensorConfig`) sees through the pane and returns only from its frame;
 * thin poles use coverage-based anti-aliasing: a pole narrower than a pixel
-  blends in at its covered fraction instead of vanishing between rays;
+  blends in at its covered fraction instead of vanishing between rays; the
+  realistic depth sensor loses thin objects beyond `thin_max_range_m`;
 * plain walls are one flat colour close to the floor's tone, with no
   orientation shading or texture; ordinary walls have panels or bricks.
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.building import CLASS_IDS, Building
-from sim.config import CameraConfig
+from sim.config import CameraConfig, DepthSensorConfig
 from sim.geometry import TEXTURE_IDS, CompiledGeometry
 
 _LIGHT = np.array([0.6, 0.8], dtype=np.float32)
@@ -67,11 +70,14 @@ class Raycaster:
         geom: compiled primitives of the building.
         building: the building (floor/ceiling colours and height).
         camera: camera settings.
+        depth_sensor: what the depth channel reports; None = ideal (every surface).
     """
 
-    def __init__(self, geom: CompiledGeometry, building: Building, camera: CameraConfig) -> None:
+    def __init__(self, geom: CompiledGeometry, building: Building, camera: CameraConfig,
+                 depth_sensor: DepthSensorConfig | None = None) -> None:
         self.geom = geom
         self.cam = camera
+        self.depth_sensor = depth_sensor or DepthSensorConfig(mode="ideal")
         w, h = camera.width_px, camera.height_px
         self.focal_px = (w / 2) / math.tan(math.radians(camera.fov_deg) / 2)
         # Lateral offset per column (left positive) and line-of-sight slope per row.
@@ -154,7 +160,7 @@ class Raycaster:
         rays = fwd[:, None, :] + self.x_col[None, :, None] * left[:, None, :]  # (B, W, 2)
 
         hits = self._nearest_hits(origin, fwd, rays)
-        t, obj, u, alpha, light, seglen, zmin, zmax = hits
+        t, obj, u, alpha, light, seglen, zmin, zmax, width = hits
         K = t.shape[2]
         valid = np.isfinite(t)
         tex = g.obj_tex[obj] if len(g.obj_tex) else np.zeros_like(obj)
@@ -194,8 +200,8 @@ class Raycaster:
             has = solid.any(axis=2)
             kk = np.argmax(solid, axis=2)  # (B, W, H)
             if depth:
-                t_lab = np.take_along_axis(t_fin, kk, axis=2) if K else bg_depth
-                out.depth = np.where(has, t_lab, bg_depth).astype(np.float32).transpose(0, 2, 1)
+                out.depth = self._depth(solid, has, kk, t_fin, a_pix, cover, width,
+                                        bg_depth).transpose(0, 2, 1)
             o_lab = np.take_along_axis(obj, kk, axis=2) if K else np.zeros_like(kk)
             if semantic:
                 bg_sem = np.where(np.isfinite(bg_depth), np.where(self.is_floor_row, 1, 2), 0)
@@ -207,6 +213,18 @@ class Raycaster:
         return out
 
     # ------------------------------------------------------------------ internals
+    def _depth(self, solid, has, kk, t_fin, a_pix, cover, width, bg_depth) -> np.ndarray:
+        """(B, W, H) depth: the labelled surface (ideal) or the first one that returns."""
+        ds = self.depth_sensor
+        if ds.mode == "realistic" and t_fin.shape[2]:
+            thin_far = (width < ds.thin_width_m) & (t_fin > ds.thin_max_range_m)
+            ret = cover & (a_pix >= ds.min_return_opacity) & ~thin_far[..., None]
+            has, kk = ret.any(axis=2), np.argmax(ret, axis=2)
+        if not t_fin.shape[2]:
+            return np.asarray(bg_depth, np.float32)
+        t_lab = np.take_along_axis(t_fin, kk, axis=2)
+        return np.where(has, t_lab, bg_depth).astype(np.float32)
+
     def _nearest_hits(self, origin: np.ndarray, fwd: np.ndarray, rays: np.ndarray):
         """The surfaces each column composites, nearest first, each (B, W, K).
 
@@ -215,8 +233,9 @@ class Raycaster:
         partial surfaces (glass, furniture, poles, low objects) are kept.
 
         Returns:
-            (t, obj, u, alpha, light, seglen, zmin, zmax); t = inf where no hit
-            (then obj = 0, zmin = inf, zmax = -inf).
+            (t, obj, u, alpha, light, seglen, zmin, zmax, width); t = inf where
+            no hit (then obj = 0, zmin = inf, zmax = -inf); width is the segment's
+            length or the circle's diameter (m).
         """
         g, cam = self.geom, self.cam
         bsz, W = rays.shape[:2]
@@ -314,11 +333,14 @@ class Raycaster:
             u = np.where(is_seg, u, np.arcsin(side) * g.circ_r[circ_prim])
             zmin = np.where(is_seg, zmin, g.circ_zmin[circ_prim])
             zmax = np.where(is_seg, zmax, g.circ_zmax[circ_prim])
+            width = np.where(is_seg, seglen, 2 * g.circ_r[circ_prim])
+        else:
+            width = seglen
         obj = np.where(valid, obj, 0)
         zmin = np.where(valid, np.maximum(zmin, 0), np.inf).astype(f32)
         zmax = np.where(valid, np.minimum(zmax, self.ceiling_m), -np.inf).astype(f32)
         return (t.astype(f32), obj, u.astype(f32), alpha.astype(f32), light.astype(f32),
-                seglen.astype(f32), zmin, zmax)
+                seglen.astype(f32), zmin, zmax, width.astype(f32))
 
     def _in_view(self, a: np.ndarray, b: np.ndarray, origin: np.ndarray, fwd: np.ndarray,
                  pad: np.ndarray | float) -> np.ndarray:

@@ -209,7 +209,11 @@ def test_discover_and_assign_stages_skip_when_inputs_unchanged(tmp_path, episode
     monkeypatch.setattr(failtax.discovery, "make_strategy", lambda cfg: FakeStrategy())
     monkeypatch.setattr(failtax.assignment, "assign", fake_assign)
     run_dir = tmp_path / "run"
-    cfg = cfg_for(tmp_path, stages=["downsample", "reason", "discover", "assign"])
+    cfg = cfg_for(  # the privileged class names put "pole" into the facts the fake assigns by
+        tmp_path,
+        stages=["downsample", "reason", "discover", "assign"],
+        **{"scene.class_names": True, "scene.channels": ["depth", "semantic", "instance", "rgb"]},
+    )
     run_pipeline(cfg, run_dir, episodes=episodes, backend=object(), progress=False)
     taxonomy = json.loads((run_dir / "taxonomy.json").read_text())
     thin = taxonomy["modes"][0]
@@ -232,7 +236,7 @@ def test_changed_reasoning_config_is_refused_on_resume(tmp_path, episodes):
     run_pipeline(cfg_for(tmp_path), run_dir, episodes=episodes, progress=False)
     with pytest.raises(ValueError, match="scene.class_names; start a new --run-dir"):
         run_pipeline(
-            cfg_for(tmp_path, **{"scene.class_names": False}),
+            cfg_for(tmp_path, **{"scene.class_names": True}),
             run_dir,
             episodes=episodes,
             progress=False,

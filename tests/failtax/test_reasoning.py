@@ -22,16 +22,20 @@ GOOD = {
 }
 
 
+# The simulator's privileged channels (opt-in): the prompt checks below look for class names.
+PRIVILEGED = SceneConfig(class_names=True, channels=["depth", "semantic", "instance", "rgb"])
+
+
 @pytest.fixture
 def inputs(tmp_path, episode_factory):
     episode_factory(tmp_path, "ep", hazard="pole", n_steps=10)
     ep = next(make_source(SourceConfig(path=str(tmp_path))).scan())
     kf = Downsampler(DownsampleConfig()).keyframes(ep)
-    return ep, kf, SceneDescriber(SceneConfig()).describe(ep, kf)
+    return ep, kf, SceneDescriber(PRIVILEGED).describe(ep, kf)
 
 
 def explain(mode, backend, inputs, **cfg):
-    reasoner = make_reasoner(ReasoningConfig(input_mode=mode, **cfg), SceneConfig(), backend)
+    reasoner = make_reasoner(ReasoningConfig(input_mode=mode, **cfg), PRIVILEGED, backend)
     return asyncio.run(reasoner.explain(*inputs))
 
 

@@ -7,6 +7,9 @@ from failtax.scene import SceneDescriber, summarise_facts
 from failtax.sources import make_source
 from failtax.types import Keyframes
 
+# The simulator's privileged inputs (opt-in): the tests that check class names use them.
+PRIVILEGED = SceneConfig(class_names=True, channels=["depth", "semantic", "instance", "rgb"])
+
 
 def episode(tmp_path, factory, hazard, **kw):
     factory(tmp_path, f"ep-{hazard}", hazard=hazard, **kw)
@@ -14,7 +17,7 @@ def episode(tmp_path, factory, hazard, **kw):
 
 
 def describe(ep, cfg=None, indices=None):
-    cfg = cfg or SceneConfig()
+    cfg = cfg or PRIVILEGED
     kf = Keyframes(
         ep.episode_id,
         indices or [0, ep.num_frames // 2, ep.failure_index],
@@ -46,21 +49,26 @@ def test_low_object_is_described_as_low(tmp_path, episode_factory):
 
 def test_geometry_only_has_no_class_names(tmp_path, episode_factory):
     ep = episode(tmp_path, episode_factory, "glass_door", n_steps=10)
-    text = " ".join(s.to_text() for s in describe(ep, SceneConfig(class_names=False)))
+    cfg = PRIVILEGED.model_copy(update={"class_names": False})
+    text = " ".join(s.to_text() for s in describe(ep, cfg))
     assert "object 5" in text
     for name in ("glass", "door", "wall", "floor", "pole"):
         assert name not in text
 
 
-def test_depth_only_gives_free_space(tmp_path, episode_factory):
+def test_depth_only_gives_free_space_and_depth_segments(tmp_path, episode_factory):
     ep = episode(tmp_path, episode_factory, "pole", n_steps=10)
     [scene] = describe(ep, SceneConfig(channels=["depth"]), indices=[ep.failure_index])
-    assert scene.objects == [] and scene.free_space["ahead"] < 0.3
+    assert scene.free_space["ahead"] < 0.3
+    # objects segmented from depth alone (the camera height is in meta.camera), named by id
+    nearest = scene.objects[0]
+    assert nearest.shape == "thin vertical" and nearest.side == "ahead"
+    assert nearest.label.startswith("object ")
 
 
 def test_facts_name_the_hazard_and_the_approach(tmp_path, episode_factory):
     ep = episode(tmp_path, episode_factory, "glass_door", n_steps=12)
-    cfg = SceneConfig()
+    cfg = PRIVILEGED
     trajectory, reason = summarise_facts(ep, describe(ep, cfg), cfg)
     assert "drove 1.1 m" in trajectory and "closing in from" in trajectory  # numbers go here
     assert reason.startswith("Collision with the glass door (wide") and "head-on" in reason
@@ -77,7 +85,7 @@ def test_facts_geometry_only_describe_the_shape(tmp_path, episode_factory):
 
 def test_facts_without_channels_say_so(tmp_path, episode_factory):
     ep = episode(tmp_path, episode_factory, "pole", n_steps=6, channels=False)
-    _, reason = summarise_facts(ep, describe(ep), SceneConfig())
+    _, reason = summarise_facts(ep, describe(ep), PRIVILEGED)
     assert "no depth or semantic channels" in reason
 
 
