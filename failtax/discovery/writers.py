@@ -1,0 +1,194 @@
+"""Writer invariance: group explanations by what happened, not by who wrote them.
+
+Reports from several writers (fleet operators, sites, reasoner prompts) carry the
+writer's template: a header with the fleet name and a ticket id, a legal footer,
+fixed field lines, a vocabulary. Sentence embeddings and TF-IDF see those first,
+so clusters follow writers. Two generic steps, neither knowing any template:
+
+1. **Strip boilerplate.** Split each text into segments (lines, sentences, ``|``
+   fields), normalise them (lower case, every token holding a digit becomes
+   ``#``, punctuation runs collapsed) and drop segments whose normalised form
+   recurs in at least `boilerplate_min_share` of all texts: a sentence that
+   many reports repeat verbatim says nothing about any one failure. A text that
+   would lose everything keeps its original wording.
+2. **Centre per writer.** Writers are found from the boilerplate itself: two
+   boilerplate segments belong to one writer when the sets of texts holding them
+   overlap (Jaccard >= 0.5); each text joins the writer whose boilerplate it
+   carries most of. With two or more writers, each writer's mean is subtracted
+   from its texts' features (a two-way fit `feature ≈ cause cluster + writer`,
+   refined once after a first clustering, so a writer that mostly reports one
+   cause does not lose that cause with its mean). What remains is what differs
+   between reports of the same writer.
+
+    view = writer_view(texts, min_share=0.1)
+    view.texts        # stripped texts (cluster, keywords, samples)
+    view.groups       # writer id per text, -1 = none found
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Segment boundaries: line breaks, sentence ends, "|" field separators, " -- " dashes.
+_SPLIT = re.compile(r"\n+|(?<=[.!?])\s+(?=\S)|\s+\|\s+|\s+--+\s+")
+_DIGIT_TOKEN = re.compile(r"\S*\d\S*")
+_NON_WORD = re.compile(r"[^\w#]+")
+
+# Overlap (Jaccard of the texts holding them) above which two boilerplate segments share a writer.
+WRITER_LINK_JACCARD = 0.5
+
+
+def split_segments(text: str) -> list[str]:
+    """Lines, sentences and `|`-separated fields of `text`, stripped, empty ones dropped."""
+    return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
+
+
+def normalise_segment(segment: str) -> str:
+    """The form compared across texts: lower case, tokens with digits → ``#``, punctuation
+    runs → one space (so ids, dates, counts and spacing do not make a line unique)."""
+    s = _DIGIT_TOKEN.sub(" # ", segment.lower())
+    return " ".join(_NON_WORD.sub(" ", s).split())
+
+
+def find_boilerplate(texts: Sequence[str], min_share: float, min_count: int = 3) -> dict[str, int]:
+    """Normalised segments found in at least `min_share` of `texts` (and `min_count` texts),
+    with the number of texts holding each."""
+    df: Counter[str] = Counter()
+    for t in texts:
+        df.update({normalise_segment(s) for s in split_segments(t)} - {""})
+    need = max(min_count, int(np.ceil(min_share * len(texts))))
+    return {s: n for s, n in df.items() if n >= need}
+
+
+def strip_boilerplate(text: str, boilerplate: set[str] | dict[str, int]) -> str:
+    """`text` without its boilerplate segments, joined by spaces; the whole text (whitespace
+    collapsed) when every segment is boilerplate."""
+    segs = split_segments(text)
+    kept = [s for s in segs if normalise_segment(s) not in boilerplate]
+    return " ".join(" ".join(kept).split()) if kept else " ".join(text.split())
+
+
+def writer_groups(texts: Sequence[str], boilerplate: set[str] | dict[str, int], min_size: int = 2) -> np.ndarray:
+    """A writer id per text (0..g-1; -1 when it carries no boilerplate of a found writer).
+
+    Boilerplate segments are linked when the texts holding them overlap (Jaccard >=
+    WRITER_LINK_JACCARD); the linked sets are writers. Each text joins the writer
+    whose segments it holds most of (ties: the larger writer). Writers with fewer
+    than `min_size` texts are dropped (their texts get -1).
+    """
+    segs = sorted(boilerplate)
+    if not segs:
+        return np.full(len(texts), -1, dtype=int)
+    index = {s: i for i, s in enumerate(segs)}
+    holds = np.zeros((len(texts), len(segs)), dtype=bool)
+    for r, t in enumerate(texts):
+        for s in split_segments(t):
+            j = index.get(normalise_segment(s))
+            if j is not None:
+                holds[r, j] = True
+    counts = holds.sum(axis=0).astype(float)
+    inter = holds.T.astype(float) @ holds.astype(float)
+    jaccard = inter / np.maximum(counts[:, None] + counts[None, :] - inter, 1.0)
+    parent = list(range(len(segs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(*np.nonzero(np.triu(jaccard >= WRITER_LINK_JACCARD, k=1))):
+        parent[find(int(a))] = find(int(b))
+    roots = sorted({find(i) for i in range(len(segs))})
+    comp = np.array([roots.index(find(i)) for i in range(len(segs))])
+    member = np.zeros((len(segs), len(roots)))
+    member[np.arange(len(segs)), comp] = 1.0
+    per_writer = holds.astype(float) @ member  # boilerplate segments of each writer per text
+    size = (per_writer > 0).sum(axis=0)
+    score = per_writer + 1e-6 * size[None, :] / max(len(texts), 1)  # ties → the larger writer
+    raw = np.where(per_writer.max(axis=1) > 0, score.argmax(axis=1), -1)
+    out = np.full(len(texts), -1, dtype=int)
+    kept = [w for w, n in Counter(raw[raw >= 0].tolist()).most_common() if n >= min_size]
+    for new, w in enumerate(sorted(kept)):
+        out[raw == w] = new
+    return out
+
+
+def centre_by_group(x: np.ndarray, groups: np.ndarray, clusters: np.ndarray | None = None,
+                    sweeps: int = 5) -> np.ndarray:
+    """Rows of `x` minus their writer's offset, L2-normalised.
+
+    Without `clusters` the offset is the writer mean minus the overall mean. With
+    `clusters` (a first partition) it is fitted jointly with per-cluster means,
+    `x ≈ cluster mean + writer offset`, so a writer that reports one cluster more
+    often than others is not pulled away from it. Rows with group -1 keep a zero offset.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    known = groups >= 0
+    gs = sorted(set(groups[known].tolist()))
+    offsets = np.zeros((len(gs), x.shape[1]))
+    if clusters is None:
+        mu = x[known].mean(axis=0) if known.any() else np.zeros(x.shape[1])
+        for i, g in enumerate(gs):
+            offsets[i] = x[groups == g].mean(axis=0) - mu
+    else:
+        cs = sorted(set(clusters.tolist()))
+        for _ in range(sweeps):
+            off_rows = _rows(offsets, groups, gs)
+            means = {c: (x - off_rows)[clusters == c].mean(axis=0) for c in cs}
+            resid = x - np.stack([means[c] for c in clusters])
+            for i, g in enumerate(gs):
+                offsets[i] = resid[groups == g].mean(axis=0)
+            if known.any():  # offsets are defined up to a common shift; pin their mean to zero
+                offsets -= offsets.mean(axis=0)
+    z = x - _rows(offsets, groups, gs)
+    return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _rows(offsets: np.ndarray, groups: np.ndarray, gs: list[int]) -> np.ndarray:
+    rows = np.zeros((len(groups), offsets.shape[1]))
+    for i, g in enumerate(gs):
+        rows[groups == g] = offsets[i]
+    return rows
+
+
+@dataclass
+class WriterView:
+    """The explanations as discovery sees them after writer invariance."""
+
+    texts: list[str]  # boilerplate stripped
+    groups: np.ndarray  # writer id per text, -1 = none
+    boilerplate: dict[str, int] = field(default_factory=dict)  # normalised segment → texts holding it
+    stripped_texts: int = 0  # texts that lost at least one segment
+
+    @property
+    def writers(self) -> int:
+        return len(set(self.groups[self.groups >= 0].tolist()))
+
+    def notes(self) -> dict[str, Any]:
+        sizes = Counter(self.groups.tolist())
+        top = sorted(self.boilerplate.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        return {
+            "boilerplate_segments": len(self.boilerplate),
+            "boilerplate_examples": [s for s, _ in top],
+            "texts_stripped": self.stripped_texts,
+            "writers": self.writers,
+            "writer_sizes": [sizes[g] for g in range(self.writers)],
+            "texts_without_writer": sizes.get(-1, 0),
+            "centred": self.writers >= 2,
+        }
+
+
+def writer_view(texts: Sequence[str], *, min_share: float, min_writer_share: float) -> WriterView:
+    """Strip boilerplate from `texts` and find their writers (see module docstring)."""
+    boiler = find_boilerplate(texts, min_share)
+    stripped = [strip_boilerplate(t, boiler) for t in texts]
+    groups = writer_groups(texts, boiler, min_size=max(2, int(np.ceil(min_writer_share * len(texts)))))
+    changed = sum(a != " ".join(b.split()) for a, b in zip(stripped, texts))
+    return WriterView(stripped, groups, boiler, changed)
