@@ -14,11 +14,10 @@ so clusters follow writers. Two generic steps, neither knowing any template:
 2. **Centre per writer.** Writers are found from the boilerplate itself: two
    boilerplate segments belong to one writer when the sets of texts holding them
    overlap (Jaccard >= 0.5); each text joins the writer whose boilerplate it
-   carries most of. With two or more writers, each writer's mean is subtracted
-   from its texts' features (a two-way fit `feature ≈ cause cluster + writer`,
-   refined once after a first clustering, so a writer that mostly reports one
-   cause does not lose that cause with its mean). What remains is what differs
-   between reports of the same writer.
+   carries most of. With two or more writers, each writer's features are
+   standardised on their own (the writer's mean subtracted, each dimension divided
+   by the writer's spread). What remains is what differs between reports of the
+   same writer, on one scale for all writers.
 
     view = writer_view(texts, min_share=0.1)
     view.texts        # stripped texts (cluster, keywords, samples)
@@ -120,42 +119,31 @@ def writer_groups(texts: Sequence[str], boilerplate: set[str] | dict[str, int], 
     return out
 
 
-def centre_by_group(x: np.ndarray, groups: np.ndarray, clusters: np.ndarray | None = None,
-                    sweeps: int = 5) -> np.ndarray:
-    """Rows of `x` minus their writer's offset, L2-normalised.
+def centre_by_group(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Rows of `x` standardised per writer, then L2-normalised.
 
-    Without `clusters` the offset is the writer mean minus the overall mean. With
-    `clusters` (a first partition) it is fitted jointly with per-cluster means,
-    `x ≈ cluster mean + writer offset`, so a writer that reports one cluster more
-    often than others is not pulled away from it. Rows with group -1 keep a zero offset.
+    Each writer's rows lose the writer's mean and are divided by the writer's
+    per-dimension spread (a terse template varies little, a narrative a lot; no
+    writer's own variation should dominate). Rows with group -1 are centred on the
+    mean of all rows with a writer and divided by the pooled spread.
     """
     x = np.asarray(x, dtype=np.float64)
     known = groups >= 0
-    gs = sorted(set(groups[known].tolist()))
-    offsets = np.zeros((len(gs), x.shape[1]))
-    if clusters is None:
-        mu = x[known].mean(axis=0) if known.any() else np.zeros(x.shape[1])
-        for i, g in enumerate(gs):
-            offsets[i] = x[groups == g].mean(axis=0) - mu
-    else:
-        cs = sorted(set(clusters.tolist()))
-        for _ in range(sweeps):
-            off_rows = _rows(offsets, groups, gs)
-            means = {c: (x - off_rows)[clusters == c].mean(axis=0) for c in cs}
-            resid = x - np.stack([means[c] for c in clusters])
-            for i, g in enumerate(gs):
-                offsets[i] = resid[groups == g].mean(axis=0)
-            if known.any():  # offsets are defined up to a common shift; pin their mean to zero
-                offsets -= offsets.mean(axis=0)
-    z = x - _rows(offsets, groups, gs)
+    if not known.any():
+        return _unit(x)
+    z = x - x[known].mean(axis=0)
+    pooled = z[known].std(axis=0) + 1e-6
+    scale = np.tile(pooled, (len(z), 1))
+    for g in sorted(set(groups[known].tolist())):
+        m = groups == g
+        z[m] = x[m] - x[m].mean(axis=0)
+        if m.sum() >= 2:
+            scale[m] = z[m].std(axis=0) + 1e-6
+    return _unit(z / scale)
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
     return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def _rows(offsets: np.ndarray, groups: np.ndarray, gs: list[int]) -> np.ndarray:
-    rows = np.zeros((len(groups), offsets.shape[1]))
-    for i, g in enumerate(gs):
-        rows[groups == g] = offsets[i]
-    return rows
 
 
 @dataclass
