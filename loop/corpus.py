@@ -156,14 +156,14 @@ def _helios(f: Facts, rng: np.random.Generator) -> str:
 def _cobalt(f: Facts, rng: np.random.Generator) -> str:
     """Observations only: never names the object class, says what was seen."""
     obs = {
-        "glass": ("the panel was see-through", "the room behind was visible through the obstacle",
+        "glass": ("the panel was see-through", "the room behind was visible through the thing in the way",
                   "depth readings passed straight through the surface", "the surface reflected the shop lights"),
         "thin_pole": ("the object was only a few centimetres wide", "a single vertical rod stood in the path",
                       "the object barely showed up in the depth image"),
         "low_obstacle": ("the object was below the height of the front sensor",
                          "something knee-high sat on the floor in the path",
                          "nothing was visible at sensor height before the bump"),
-        "chair": ("the object had four legs and a backrest", "the object had a seat and legs with gaps between them",
+        "chair": ("the object had four legs and a backrest", "the object had a seat and legs with open space between them",
                   "a piece of seating furniture had been moved into the aisle"),
         "wall": ("a flat vertical surface filled the view", "the surface ahead was blank and uniform",
                  "the robot drove square into a solid flat surface"),

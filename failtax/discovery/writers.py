@@ -10,10 +10,10 @@ so clusters follow writers. Two generic steps, neither knowing any template:
    ``#``, punctuation runs collapsed) and drop segments whose normalised form
    recurs in at least `boilerplate_min_share` of all texts: a sentence that
    many reports repeat verbatim says nothing about any one failure. A text that
-   would lose everything keeps its original wording.
+   would lose everything keeps its rarest segments.
 2. **Centre per writer.** Writers are found from the boilerplate itself: two
    boilerplate segments belong to one writer when the sets of texts holding them
-   overlap (Jaccard >= 0.5); each text joins the writer whose boilerplate it
+   overlap (Jaccard >= 0.7); each text joins the writer whose boilerplate it
    carries most of. With two or more writers, each writer's features are
    standardised on their own (the writer's mean subtracted, each dimension divided
    by the writer's spread). What remains is what differs between reports of the
@@ -40,12 +40,13 @@ _DIGIT_TOKEN = re.compile(r"\S*\d\S*")
 _NON_WORD = re.compile(r"[^\w#]+")
 
 # Overlap (Jaccard of the texts holding them) above which two boilerplate segments share a writer.
-WRITER_LINK_JACCARD = 0.5
+WRITER_LINK_JACCARD = 0.7
 
 
 def split_segments(text: str) -> list[str]:
     """Lines, sentences and `|`-separated fields of `text`, stripped, empty ones dropped."""
-    return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
+    parts = (s.strip().lstrip("-|").strip() for s in _SPLIT.split(text) if s)
+    return [s for s in parts if s]
 
 
 def normalise_segment(segment: str) -> str:
@@ -65,11 +66,19 @@ def find_boilerplate(texts: Sequence[str], min_share: float, min_count: int = 3)
     return {s: n for s, n in df.items() if n >= need}
 
 
-def strip_boilerplate(text: str, boilerplate: set[str] | dict[str, int]) -> str:
-    """`text` without its boilerplate segments, joined by spaces; the whole text (whitespace
-    collapsed) when every segment is boilerplate."""
+def strip_boilerplate(text: str, boilerplate: dict[str, int]) -> str:
+    """`text` without its boilerplate segments, joined by spaces.
+
+    When every segment is boilerplate, the rarest ones stay (a small corpus repeats its
+    content sentences too, but less often than its headers); a text with no segments
+    comes back whitespace-collapsed.
+    """
     segs = split_segments(text)
-    kept = [s for s in segs if normalise_segment(s) not in boilerplate]
+    keys = [normalise_segment(s) for s in segs]
+    kept = [s for s, k in zip(segs, keys) if k not in boilerplate]
+    if not kept and segs:
+        rarest = min(boilerplate.get(k, 0) for k in keys)
+        kept = [s for s, k in zip(segs, keys) if boilerplate.get(k, 0) == rarest]
     return " ".join(" ".join(kept).split()) if kept else " ".join(text.split())
 
 
