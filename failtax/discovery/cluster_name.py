@@ -1,5 +1,8 @@
 """`cluster-then-name`: embeddings decide the clusters, a model only names them.
 
+0. Writer invariance (on by default for `given` explanations; writers.py): strip
+   boilerplate that many texts repeat, find the writers from it, and standardise
+   the features per writer, so reports cluster by cause, not by who wrote them.
 1. Embed every explanation (local MiniLM).
 2. Cluster: k-means (or Ward agglomerative fit on a sample), with k fixed by
    the user or chosen by silhouette within [min_modes, max_modes].
