@@ -6,12 +6,12 @@ fixed field lines, a vocabulary. Sentence embeddings and TF-IDF see those first,
 so clusters follow writers. Two generic steps, neither knowing any template:
 
 1. **Strip boilerplate.** Split each text into segments (lines, sentences, ``|``
-   fields), normalise them (lower case, every token holding a digit becomes
-   ``#``, punctuation runs collapsed) and drop segments whose normalised form
+   fields), normalise them (every token holding a digit and every capitalised
+   word after the first becomes ``#``, lower case, punctuation runs collapsed) and drop segments whose normalised form
    recurs in at least `boilerplate_min_share` of all texts: a sentence that
    many reports repeat verbatim says nothing about any one failure. A text that
    would lose everything keeps its rarest segments.
-2. **Centre per writer.** Writers are found from the boilerplate itself: two
+2. **Standardise per writer.** Writers are found from the boilerplate itself: two
    boilerplate segments belong to one writer when the sets of texts holding them
    overlap (Jaccard >= 0.7); each text joins the writer whose boilerplate it
    carries most of. With two or more writers, each writer's features are
@@ -50,10 +50,14 @@ def split_segments(text: str) -> list[str]:
 
 
 def normalise_segment(segment: str) -> str:
-    """The form compared across texts: lower case, tokens with digits → ``#``, punctuation
-    runs → one space (so ids, dates, counts and spacing do not make a line unique)."""
-    s = _DIGIT_TOKEN.sub(" # ", segment.lower())
-    return " ".join(_NON_WORD.sub(" ", s).split())
+    """The form compared across texts: tokens with digits and capitalised words after the
+    first (ids, dates, times, names of streets, sites and people) → ``#``, runs of ``#``
+    → one, lower case, punctuation runs → one space. So a template line filled with
+    different ids, places or spacing is still one line."""
+    tokens = _DIGIT_TOKEN.sub(" # ", segment).split()
+    tokens = tokens[:1] + ["#" if t[:1].isupper() else t for t in tokens[1:]]
+    words = _NON_WORD.sub(" ", " ".join(tokens).lower()).split()
+    return " ".join(w for i, w in enumerate(words) if not (w == "#" and i and words[i - 1] == "#"))
 
 
 def find_boilerplate(texts: Sequence[str], min_share: float, min_count: int = 3) -> dict[str, int]:
