@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("sim.cli:sim", "Bundled indoor-navigation simulator: sample images, maps, episodes."),
     "nav": ("nav_policy.cli:nav", "Navigation policy: collect expert data, train, evaluate."),
     "close-loop": ("loop.cli:close_loop", "Evaluate → discover → collect in failure regions → retrain → evaluate."),
+    "corpus": ("loop.corpus:corpus", "Write a multi-operator crash-report corpus with cause labels (sim ground truth)."),
 }
 
 

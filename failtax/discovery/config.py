@@ -29,6 +29,14 @@ class DiscoveryConfig(StrictModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     # embed/cluster "trajectory + failure_reason" instead of the failure reason alone
     include_trajectory: bool = False
+    # --- writer invariance (failtax/discovery/writers.py): reports from several writers cluster by
+    # writer (template, boilerplate, vocabulary) unless their boilerplate is stripped and each writer's
+    # mean removed. "auto": on for `given` explanations (human reports), off for model-written ones
+    writer_invariance: Literal["auto", "on", "off"] = "auto"
+    # a segment (line/sentence, digits normalised) in at least this share of texts is boilerplate
+    boilerplate_min_share: float = Field(0.1, gt=0.0, le=1.0)
+    # a writer found from boilerplate needs at least this share of texts to be centred on its own
+    writer_min_share: float = Field(0.03, ge=0.0, le=1.0)
     # --- what the model may write (every string capped: small models run away otherwise)
     # characters of a mode name
     name_max_chars: int = Field(48, ge=8)

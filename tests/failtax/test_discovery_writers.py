@@ -1,0 +1,129 @@
+"""Writer invariance: boilerplate stripping, writer detection and per-writer standardisation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from failtax.discovery import DiscoveryConfig, make_strategy
+from failtax.discovery.writers import (
+    centre_by_group,
+    find_boilerplate,
+    normalise_segment,
+    split_segments,
+    strip_boilerplate,
+    writer_groups,
+    writer_view,
+)
+from failtax.embedding import EmbeddingConfig, make_text_embedder
+from failtax.types import Explanation
+
+HEAD_A, FOOT_A = "ACME Robotics ticket AC-{n} | site 4{n}", "Confidential to ACME Ltd. Do not forward."
+HEAD_B = "Zephyr fleet log #{n}."
+CONTENT = ["The robot drove into a glass door.", "It clipped the corner of a shelf while turning.",
+           "A chair blocked the aisle and the robot hit it.", "The robot got stuck between two carts.",
+           "It ran over a small box on the floor.", "The robot bumped a thin metal pole."]
+
+
+ROOMS = ["kitchen", "lobby", "hall", "office", "lab", "garage", "attic", "porch"]
+
+
+def _content(i: int) -> str:  # 24 distinct sentences
+    return f"{CONTENT[i % 6][:-1]} in the {ROOMS[i % 8]}."
+
+
+def _writer_a(i: int) -> str:
+    return f"{HEAD_A.format(n=1000 + 7 * i)}\n{_content(i)}\n{FOOT_A}"
+
+
+def _writer_b(i: int) -> str:
+    return f"{HEAD_B.format(n=50 + i)} {_content(i + 3)} Logged at 12:{i:02d} by shift {i % 3}."
+
+
+def test_segments_and_normalisation():
+    assert split_segments("Head | site 12\nFirst one. Second one! -- footer") == [
+        "Head", "site 12", "First one.", "Second one!", "footer"]
+    assert split_segments("- Observation: a rod.\n- speed 0.5") == ["Observation: a rod.", "speed 0.5"]
+    assert normalise_segment("Ticket AC-1234,  site 4B.") == normalise_segment("ticket ac-99 site 7c")
+    assert normalise_segment("The robot hit a wall.") != normalise_segment("The robot hit a door.")
+    # a template filled with other names, places and times is the same line
+    assert normalise_segment("At 10:23 AM PT the AV was on Mission St in San Francisco.") == normalise_segment(
+        "At 9:05 PM PT the AV was on Fifth Avenue in Oakland.") == "at # the # was on # in #"
+
+
+def test_boilerplate_is_what_many_texts_repeat_and_content_survives():
+    texts = [_writer_a(i) for i in range(12)] + [_writer_b(i) for i in range(12)]
+    boiler = find_boilerplate(texts, min_share=0.25)
+    assert "do not forward" in boiler and "confidential to #" in boiler
+    assert normalise_segment(HEAD_B.format(n=3)) in boiler
+    assert normalise_segment("Logged at 12:05 by shift 2.") in boiler
+    assert not any(normalise_segment(c) in boiler for c in CONTENT)  # each in 4/24 texts < 25%
+    assert strip_boilerplate(texts[0], boiler) == _content(0)
+    assert strip_boilerplate(texts[12], boiler) == _content(3)
+    # a text that is all boilerplate keeps its rarest segments (never an empty explanation)
+    assert strip_boilerplate(f"{FOOT_A} Logged at 12:00 by shift 1.", {**boiler, "logged at # by shift #": 5}) == (
+        "Logged at 12:00 by shift 1.")
+    assert strip_boilerplate(FOOT_A, boiler) == FOOT_A
+
+
+def test_writers_found_from_their_boilerplate_not_from_a_shared_line():
+    texts = [_writer_a(i) + "\nEnd of report." for i in range(10)]
+    texts += [_writer_b(i) + "\nEnd of report." for i in range(10)]
+    texts += ["The robot hit a wall."]  # no boilerplate: no writer
+    groups = writer_groups(texts, find_boilerplate(texts, min_share=0.2))
+    assert len(set(groups[:10])) == 1 and len(set(groups[10:20])) == 1
+    assert groups[0] != groups[10] and groups[20] == -1
+    view = writer_view(texts, min_share=0.2, min_writer_share=0.1)
+    assert view.writers == 2 and view.notes()["centred"] and view.notes()["texts_without_writer"] == 1
+    single = writer_view([c + " Thanks." for c in CONTENT * 3], min_share=0.3, min_writer_share=0.1)
+    assert single.writers == 1 and not single.notes()["centred"]
+
+
+def test_standardising_per_writer_removes_the_writer_offset():
+    rng = np.random.default_rng(0)
+    cause = rng.normal(size=(2, 8))  # two causes
+    offset = rng.normal(size=(2, 8)) * 5  # two writers, offsets larger than the cause difference
+    labels = np.array([0, 1] * 20)
+    groups = np.repeat([0, 1], 20)
+    x = cause[labels] + offset[groups] + 0.05 * rng.normal(size=(40, 8))
+    raw = x / np.linalg.norm(x, axis=1, keepdims=True)
+    z = centre_by_group(x, groups)
+    assert np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+
+    def nearest_same(v: np.ndarray, same: np.ndarray) -> float:
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        return float((same[np.arange(40), sims.argmax(axis=1)]).mean())
+
+    by_cause = labels[:, None] == labels[None, :]
+    across = groups[:, None] != groups[None, :]
+    # before: nearest neighbours share the writer; after: the cause, also across writers
+    assert nearest_same(raw, groups[:, None] == groups[None, :]) == 1.0
+    assert nearest_same(z, by_cause) == 1.0
+    sims = z @ z.T
+    assert sims[by_cause & across].mean() > sims[~by_cause & across].mean() + 0.5
+    # rows without a writer are centred on everyone's mean and stay finite
+    z2 = centre_by_group(x, np.where(np.arange(40) == 0, -1, groups))
+    assert np.isfinite(z2).all()
+
+
+def _discover(explanations, **cfg):
+    strategy = make_strategy(DiscoveryConfig(use_model_names=False, **cfg),
+                             make_text_embedder(EmbeddingConfig(kind="hashing")))
+    return asyncio.run(strategy.discover(explanations, None))
+
+
+def test_auto_is_on_for_given_and_off_for_model_written_explanations():
+    texts = [_writer_a(i) for i in range(12)] + [_writer_b(i) for i in range(12)]
+    given = [Explanation(f"e{i}", "", t, "given", None) for i, t in enumerate(texts)]
+    tax = _discover(given, num_modes=3)
+    notes = tax.notes["writer_invariance"]
+    assert notes["used"] and notes["writers"] == 2 and notes["texts_stripped"] == 24
+    assert "2 writers" in tax.notes["decided_by"]["writer_invariance"]
+    # exemplars and keywords come from the stripped texts: no boilerplate in them
+    assert not any("Confidential" in s for ex in tax.notes["exemplars"].values() for s in ex)
+    facts = [Explanation(f"e{i}", "", t, "facts", None) for i, t in enumerate(texts)]
+    assert _discover(facts, num_modes=3).notes["writer_invariance"] == {"used": False}
+    assert _discover(facts, num_modes=3, writer_invariance="on").notes["writer_invariance"]["used"]
+    assert _discover(given, num_modes=3, writer_invariance="off").notes["writer_invariance"] == {"used": False}

