@@ -204,7 +204,7 @@ class ClusterThenName(StrategyBase):
             },
             "degenerate": dict(sorted(self.call_log.degenerate.items())),
             "calls": self.call_log.summary(),
-            "call_ids": list(self.call_log.call_ids),
+            "call_ids": sorted(self.call_log.call_ids),  # completion order varies between runs
             "errors": list(self.call_log.errors),
             "retryable": any(e["kind"] == "backend_error" for e in self.call_log.errors),
             "exemplars": {m.name: ex for m, ex in zip(modes, self._exemplars)},

@@ -177,7 +177,7 @@ class Ensemble(StrategyBase):
             tax.notes["fallback"] = fallback
             tax.notes["errors"] = list(self.call_log.errors) + tax.notes.get("errors", [])
             tax.notes["calls"] = self.call_log.summary()
-            tax.notes["call_ids"] = list(self.call_log.call_ids)
+            tax.notes["call_ids"] = sorted(self.call_log.call_ids)
             tax.notes["retryable"] = any(e["kind"] == "backend_error" for e in self.call_log.errors)
             tax.notes["ensemble_members"] = member_notes
             tax.notes["decided_by"]["fallback"] = fallback
@@ -193,7 +193,7 @@ class Ensemble(StrategyBase):
             "decided_by": decided,
             "degenerate": dict(sorted(self.call_log.degenerate.items())),
             "calls": self.call_log.summary(),
-            "call_ids": list(self.call_log.call_ids),
+            "call_ids": sorted(self.call_log.call_ids),  # completion order varies between runs
             "errors": list(self.call_log.errors),
             "retryable": any(e["kind"] == "backend_error" for e in self.call_log.errors),
             "exemplars": self._exemplars,

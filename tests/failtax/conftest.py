@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common import stable_hash
 from common.episode import (
     CameraMeta,
     CollisionTruth,
@@ -194,6 +195,8 @@ class StubBackend:
 
     def _answer(self, method, messages, attempt):
         self.requests.append((method, messages))
+        # a content hash, as a real backend's call id (so order-dependent records show up)
+        self.last_call_id = stable_hash([method, messages, attempt])
         out = self.responder(method, messages, attempt)
         return out if isinstance(out, tuple) else (out, "stop")
 
@@ -201,7 +204,7 @@ class StubBackend:
         from serving.protocol import CallResult
 
         text, finish = self._answer("complete", messages, 1)
-        return CallResult(text=text, model=self.model_id, call_id="", finish_reason=finish)
+        return CallResult(text=text, model=self.model_id, call_id=self.last_call_id, finish_reason=finish)
 
     async def complete_json(self, messages, schema, *, max_tokens, temperature=0.0, seed=0):
         from serving.protocol import CallResult
@@ -214,7 +217,7 @@ class StubBackend:
                 return CallResult(
                     text=text,
                     model=self.model_id,
-                    call_id="",
+                    call_id=self.last_call_id,
                     finish_reason=finish,
                     parsed=parsed,
                     attempts=attempt,
@@ -222,7 +225,7 @@ class StubBackend:
         return CallResult(
             text=text,
             model=self.model_id,
-            call_id="",
+            call_id=self.last_call_id,
             finish_reason=finish,
             error=error,
             attempts=2,
@@ -237,7 +240,7 @@ class StubBackend:
         return CallResult(
             text=text,
             model=self.model_id,
-            call_id="",
+            call_id=self.last_call_id,
             finish_reason=finish,
             parsed=choice,
             error=None if choice else "no valid choice",

@@ -88,6 +88,7 @@ def test_cluster_then_name_uses_model_names_and_records_decisions(data, stub_bac
     assert notes["decided_by"]["reported_frequency"].startswith("code")
     assert notes["k_chosen_by"] == "silhouette"
     assert notes["calls"]["calls"] == notes["k"]  # one naming call per cluster, not per explanation
+    assert notes["call_ids"] == sorted(notes["call_ids"])  # stable across runs, whatever order calls finish
     members = [eid for ids in notes["members"].values() for eid in ids]
     assert sorted(members) == sorted(e.episode_id for e in explanations)
     assert set(notes["mode_vectors"]["vectors"]) == {m.name for m in tax.modes}
@@ -215,6 +216,7 @@ def test_ensemble_map_reduce_aggregate(data, stub_backend_factory):
     assert [n["source"] for n in tax.notes["ensemble_members"]] == ["seed", "model", "model", "model"]
     assert sum(m.reported_frequency for m in tax.modes) == pytest.approx(1.0, abs=1e-4)
     assert tax.notes["decided_by"]["clusters"].startswith("model")
+    assert len(tax.notes["call_ids"]) > 10 and tax.notes["call_ids"] == sorted(tax.notes["call_ids"])
 
 
 def test_ensemble_copied_rephrasing_uses_seed_and_says_so(data, stub_backend_factory):
