@@ -38,6 +38,9 @@ class SourceConfig(StrictModel):
     video_max_frames: int = 600
     # stop after this many episodes (0 = all); handy for a first look at a big folder
     max_episodes: int = 0
+    # explanations CSV/JSONL: the column naming who wrote each report (operator, fleet,
+    # site); None = writers are inferred from shared boilerplate (docs/JUDGEMENT.md)
+    writer_column: str | None = None
 
 
 class DownsampleConfig(StrictModel):

@@ -348,15 +348,25 @@ class VideoSource:
 
 
 class GivenExplanationSource:
-    """A CSV (header row) or JSONL with episode_id, failure_reason and optionally trajectory."""
+    """A CSV (header row) or JSONL with episode_id, failure_reason and optionally trajectory
+    and a writer column (`writer_column`: who wrote the report)."""
 
     kind = "explanations"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writer_column: str | None = None) -> None:
         self.path = path
+        self.writer_column = writer_column
 
     def scan(self) -> Iterator[Explanation | SourceError]:
         rows = self._rows()
+        if self.writer_column is not None and not any(
+            isinstance(r, dict) and self.writer_column in r for r in rows
+        ):
+            columns = sorted({k for r in rows if isinstance(r, dict) for k in r})
+            raise ValueError(
+                f"{self.path}: no row has the writer column {self.writer_column!r} "
+                f"(source.writer_column); columns: {', '.join(columns) or 'none'}"
+            )
         for n, row in enumerate(rows):
             if isinstance(row, SourceError):
                 yield row
@@ -377,7 +387,14 @@ class GivenExplanationSource:
                 failure_reason=reason,
                 input_mode="given",
                 model=None,
+                writer=self._writer(row),
             )
+
+    def _writer(self, row: dict[str, Any]) -> str | None:
+        """The row's writer; None without a writer column, or where the row leaves it empty."""
+        if self.writer_column is None:
+            return None
+        return str(row.get(self.writer_column) or "").strip() or None
 
     def _rows(self) -> list[dict[str, Any] | SourceError]:
         if self.path.suffix.lower() == ".csv":
@@ -500,4 +517,4 @@ def make_source(
         return ImageFolderSource(root)
     if kind == "video":
         return VideoSource(root, cfg.video_sample_fps_hz, cfg.video_max_frames)
-    return GivenExplanationSource(root)
+    return GivenExplanationSource(root, cfg.writer_column)

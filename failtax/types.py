@@ -48,6 +48,9 @@ class Explanation:
     model: str | None  # None when no model wrote it (facts / given)
     call_ids: list[str] = field(default_factory=list)
     degenerate: list[str] = field(default_factory=list)  # e.g. ["copied_input", "repetition"]
+    # who wrote a `given` report (operator, fleet, site), from a column the user names;
+    # discovery standardises features per writer so modes follow causes, not writers
+    writer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

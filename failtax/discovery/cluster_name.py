@@ -218,7 +218,9 @@ class ClusterThenName(StrategyBase):
             notes["decided_by"]["writer_invariance"] = (
                 f"code: {view.notes()['boilerplate_segments']} boilerplate segments stripped from "
                 f"{view.stripped_texts}/{len(kept)} texts; "
-                + (f"features centred per writer ({view.writers} writers found from boilerplate)"
+                + (f"features centred per writer ({view.writers} writers, "
+                   + ("named by the source's writer column)" if view.writers_from == "column"
+                      else "found from boilerplate)")
                    if view.writers >= 2 else "one writer found, no centring")
             )
         return Taxonomy(modes=modes, strategy=self.name, notes=notes)
@@ -233,7 +235,8 @@ class ClusterThenName(StrategyBase):
             return None
         raw = [f"{e.trajectory}\n{e.failure_reason}" if cfg.include_trajectory and e.trajectory.strip()
                else e.failure_reason for e in kept]
-        return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share)
+        return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share,
+                           writers=[e.writer for e in kept])
 
     def _features(self, x: np.ndarray, texts: list[str]) -> np.ndarray:
         """What is clustered (see DiscoveryConfig.features); rows L2-normalised."""

@@ -167,6 +167,7 @@ class WriterView:
     groups: np.ndarray  # writer id per text, -1 = none
     boilerplate: dict[str, int] = field(default_factory=dict)  # normalised segment → texts holding it
     stripped_texts: int = 0  # texts that lost at least one segment
+    writers_from: str = "boilerplate"  # "column" when the source named each text's writer
 
     @property
     def writers(self) -> int:
@@ -180,16 +181,36 @@ class WriterView:
             "boilerplate_examples": [s for s, _ in top],
             "texts_stripped": self.stripped_texts,
             "writers": self.writers,
+            "writers_from": self.writers_from,
             "writer_sizes": [sizes[g] for g in range(self.writers)],
             "texts_without_writer": sizes.get(-1, 0),
             "centred": self.writers >= 2,
         }
 
 
-def writer_view(texts: Sequence[str], *, min_share: float, min_writer_share: float) -> WriterView:
-    """Strip boilerplate from `texts` and find their writers (see module docstring)."""
+def known_writer_groups(writers: Sequence[str | None], min_size: int) -> np.ndarray:
+    """Writer ids (0..g-1, in order of first appearance) from named writers; -1 for texts
+    without one and for writers with fewer than `min_size` texts."""
+    counts = Counter(w for w in writers if w)
+    ids: dict[str, int] = {}
+    for w in writers:
+        if w and counts[w] >= min_size and w not in ids:
+            ids[w] = len(ids)
+    return np.array([ids.get(w, -1) if w else -1 for w in writers], dtype=int)
+
+
+def writer_view(texts: Sequence[str], *, min_share: float, min_writer_share: float,
+                writers: Sequence[str | None] | None = None) -> WriterView:
+    """Strip boilerplate from `texts` and find their writers (see module docstring).
+
+    `writers` (one name or None per text, from a column the user named) replaces the
+    writers inferred from boilerplate when it names any; boilerplate is stripped either way.
+    """
     boiler = find_boilerplate(texts, min_share)
     stripped = [strip_boilerplate(t, boiler) for t in texts]
-    groups = writer_groups(texts, boiler, min_size=max(2, int(np.ceil(min_writer_share * len(texts)))))
+    min_size = max(2, int(np.ceil(min_writer_share * len(texts))))
+    named = writers is not None and any(writers)
+    groups = (known_writer_groups(writers, min_size) if named
+              else writer_groups(texts, boiler, min_size=min_size))
     changed = sum(a != " ".join(b.split()) for a, b in zip(stripped, texts))
-    return WriterView(stripped, groups, boiler, changed)
+    return WriterView(stripped, groups, boiler, changed, "column" if named else "boilerplate")

@@ -134,6 +134,20 @@ def test_given_explanations_csv_and_jsonl(tmp_path):
     assert isinstance(items[1], SourceError)
 
 
+def test_given_explanations_carry_the_writer_column_the_user_names(tmp_path):
+    csv_path = tmp_path / "x.csv"
+    csv_path.write_text("episode_id,failure_reason,fleet\ne1,hit a glass door,Northwind\ne2,hit a pole,\n")
+    items = list(make_source(SourceConfig(path=str(csv_path), writer_column="fleet")).scan())
+    assert [e.writer for e in items] == ["Northwind", None]
+    assert [e.writer for e in make_source(SourceConfig(path=str(csv_path))).scan()] == [None, None]
+    jl = tmp_path / "x.jsonl"
+    jl.write_text(json.dumps({"episode_id": "e3", "failure_reason": "pole", "site": "B7"}) + "\n")
+    [item] = make_source(SourceConfig(path=str(jl), writer_column="site")).scan()
+    assert item.writer == "B7" and item.to_dict()["writer"] == "B7"
+    with pytest.raises(ValueError, match="no row has the writer column 'operator'.*fleet"):
+        list(make_source(SourceConfig(path=str(csv_path), writer_column="operator")).scan())
+
+
 def test_unknown_kind_and_missing_path_are_clear(tmp_path):
     with pytest.raises(ValueError, match="valid: auto, episodes"):
         make_source(SourceConfig(kind="rosbag", path=str(tmp_path)))

