@@ -35,6 +35,7 @@ from common import append_jsonl, read_jsonl
 from failtax.answers import answer_schema, explanation_answer
 from failtax.config import ReasoningConfig, SceneConfig
 from failtax.degenerate import detect_degenerate
+from failtax.discovery.common import clip
 from failtax.run_folder import (
     EXPLANATIONS_FILE,
     BackendProvider,
@@ -273,6 +274,11 @@ class _ModelReasoner:
         result: CallResult | None = None,
     ) -> ReasonOutcome:
         out = await self.facts.explain(episode, keyframes, scenes)
+        # the facts stand in for the model's answer, so they keep its length caps
+        out.explanation.trajectory = clip(out.explanation.trajectory, self.cfg.trajectory_max_chars)
+        out.explanation.failure_reason = clip(
+            out.explanation.failure_reason, self.cfg.failure_reason_max_chars
+        )
         out.explanation.call_ids = call_ids
         out.explanation.degenerate = [f"fallback:{kind}"]
         record = {

@@ -83,6 +83,15 @@ def test_malformed_json_is_reasked_then_falls_back_to_facts(stub_backend_factory
     assert out.explanation.failure_reason.startswith("Collision with the pole")
 
 
+def test_facts_standing_in_for_a_failed_answer_keep_the_answer_caps(stub_backend_factory, inputs):
+    backend = stub_backend_factory(lambda *a: "not json")
+    out = explain("scene_text", backend, inputs, trajectory_max_chars=40, failure_reason_max_chars=30)
+    e = out.explanation
+    assert e.degenerate == ["fallback:parse_failure"]
+    assert len(e.failure_reason) <= 30 and len(e.trajectory) <= 40
+    assert e.failure_reason.startswith("Collision with") and e.failure_reason.endswith("…")
+
+
 def test_truncated_output_is_a_typed_failure(stub_backend_factory, inputs):
     backend = stub_backend_factory(lambda *a: ('{"reasoning": "the the the', "length"))
     out = explain("scene_text", backend, inputs)
