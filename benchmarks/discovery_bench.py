@@ -145,7 +145,7 @@ async def scale_part(args, backend, only: str) -> dict[str, Any]:
 
 def labelled_data(args):
     if args.run_dir:
-        from failtax.pipeline import read_explanations
+        from failtax.run_folder import read_explanations
 
         explanations = read_explanations(args.run_dir)
         labels, _ = load_labels(args.episodes)

@@ -103,7 +103,8 @@ def main() -> None:
 
     from failtax.config import load_config
     from failtax.evaluation import evaluate_run
-    from failtax.pipeline import Run, read_explanations
+    from failtax.pipeline import Run
+    from failtax.run_folder import read_explanations
     from serving import BackendConfig, make_backend
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -139,7 +139,8 @@ def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages,
             --model qwen2.5-vl-7b --set reasoning.input_mode=vision
         failtax discover reasons.csv --run-dir runs/c --embedded
     """
-    from failtax.pipeline import STAGES, failed_calls_message, run_pipeline
+    from failtax.pipeline import failed_calls_message, run_pipeline
+    from failtax.types import STAGES
 
     _setup_logging(verbose)
     if stages:

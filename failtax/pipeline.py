@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel
 
 from common import atomic_write_text, read_jsonl
-from common.stages import STAGES_FILE, now_iso
+from common.stages import now_iso
 from failtax import assignment, discovery, downsample, reasoning
 from failtax.config import PipelineConfig
 from failtax.reasoning import PROMPTS_DIR, prompt_hash
@@ -48,20 +48,16 @@ from failtax.run_folder import (
     RunFolder,
     StageResult,
     backend_stats,
-    latest_by_episode,
-    read_assignments,
     read_explanations,
-    read_keyframes,
     read_taxonomy,
 )
 from failtax.sources import EpisodeSource, ExplanationSource, make_source
-from failtax.types import SCHEMA_VERSION, STAGES
+from failtax.types import SCHEMA_VERSION
 from serving import make_backend
 from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)
 
-MODEL_MODES = reasoning.MODEL_MODES
 # Config sections whose change makes earlier per-episode outputs of a run folder stale.
 _FROZEN_SECTIONS = ("source", "downsample", "scene", "reasoning")
 
@@ -321,8 +317,6 @@ def _changed_keys(previous: Any, current: Any, prefix: str = "") -> list[str]:
     return out
 
 
-
-
 def run_pipeline(
     cfg: PipelineConfig,
     run_dir: str | os.PathLike,
@@ -336,25 +330,10 @@ def run_pipeline(
 
 
 __all__ = [
-    "ASSIGNMENTS_FILE",
-    "CONFIG_FILE",
-    "ERRORS_FILE",
-    "EXPLANATIONS_FILE",
-    "KEYFRAMES_FILE",
-    "MODEL_MODES",
     "PIPELINE",
-    "STAGES",
-    "STAGES_FILE",
-    "TAXONOMY_FILE",
     "Run",
     "RunConfigMismatch",
     "Stage",
-    "backend_stats",
     "failed_calls_message",
-    "latest_by_episode",
-    "read_assignments",
-    "read_explanations",
-    "read_keyframes",
-    "read_taxonomy",
     "run_pipeline",
 ]

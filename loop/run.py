@@ -46,7 +46,8 @@ from common import (
 )
 from common.stages import StageOutcome, StageRunner
 from failtax.config import PipelineConfig
-from failtax.pipeline import failed_calls_message, read_explanations, run_pipeline
+from failtax.pipeline import failed_calls_message, run_pipeline
+from failtax.run_folder import read_explanations
 from loop.config import LoopConfig
 from loop.regions import arm_regions, build_regions
 from loop.report import write_results

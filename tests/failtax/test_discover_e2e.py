@@ -17,7 +17,8 @@ import yaml
 
 from common import read_jsonl
 from failtax.config import load_config
-from failtax.pipeline import Run, read_explanations
+from failtax.pipeline import Run
+from failtax.run_folder import read_explanations
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
 from serving.cache import CachedBackend
 

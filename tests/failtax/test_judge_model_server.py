@@ -20,7 +20,8 @@ import pytest
 
 from common import read_jsonl
 from failtax.config import load_config
-from failtax.pipeline import Run, read_explanations
+from failtax.pipeline import Run
+from failtax.run_folder import read_explanations
 from failtax.types import Taxonomy
 from serving.embedded import JUDGE, local_model_problem
 from serving.launcher import server_env_problem

@@ -10,7 +10,8 @@ import yaml
 
 from common import read_jsonl
 from failtax.config import load_config
-from failtax.pipeline import Run, read_explanations, read_keyframes, run_pipeline
+from failtax.pipeline import Run, run_pipeline
+from failtax.run_folder import read_explanations, read_keyframes
 from failtax.types import Assignment, Mode, Taxonomy
 from serving.cache import CachedBackend
 from serving.protocol import BackendError
@@ -368,7 +369,8 @@ def test_failed_discovery_and_assignment_calls_are_retried_on_resume(tmp_path, e
 
 
 def test_the_stage_list_follows_the_stage_names():
-    from failtax.pipeline import PIPELINE, STAGES
+    from failtax.pipeline import PIPELINE
+    from failtax.types import STAGES
 
     assert tuple(s.name for s in PIPELINE) == STAGES
 
