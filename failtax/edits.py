@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -117,7 +117,7 @@ class NotAFailureEdit(StrictModel):
 
 
 Edit = Annotated[
-    Union[RenameEdit, MergeEdit, SplitEdit, MoveEdit, NotAFailureEdit], Field(discriminator="op")
+    RenameEdit | MergeEdit | SplitEdit | MoveEdit | NotAFailureEdit, Field(discriminator="op")
 ]
 
 

@@ -277,6 +277,9 @@ def _markdown(run, taxonomy, explanations, assignments, examples, by_id, decided
         for a in examples.get(m.name, [])[:EXAMPLES_PER_MODE]:
             e = by_id.get(a.episode_id)
             lines.append(f"- `{a.episode_id}`: {e.failure_reason if e else '(no explanation)'}")
+    edits = read_run_edits(run)
+    if edits:
+        lines += ["", "## Edits by a person (edits.json)", ""] + [f"{i}. {e}" for i, e in enumerate(edits, 1)]
     lines += ["", "## What a model decided", ""]
     lines += [f"- **{k}**: {v}" for k, v in decided] or ["- (nothing recorded)"]
     lines += ["", "## Errors and degenerate output", ""]

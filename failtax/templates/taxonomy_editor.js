@@ -14,6 +14,8 @@
   var mergePick = new Set();
   var $ = function (id) { return document.getElementById(id); };
 
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
   function uniq(list) { return list.filter(function (x, i) { return list.indexOf(x) === i; }); }
 
   function fresh() {
@@ -191,7 +193,7 @@
       head.appendChild(tick);
     }
     head.appendChild(el("b", { text: " " + name }));
-    head.appendChild(el("span", { className: "muted", text: " · " + ids.length + " episodes" }));
+    head.appendChild(el("span", { className: "muted", text: " · " + plural(ids.length, "episode") }));
     if (info && info.edited) head.appendChild(el("span", { className: "tag person", text: "edited" }));
     card.appendChild(head);
     if (isMode) {
@@ -208,7 +210,7 @@
     }
     var details = el("details", {});
     details.open = openModes.has(name);
-    details.appendChild(el("summary", { text: ids.length + " episodes — tick some to split or move them" }));
+    details.appendChild(el("summary", { text: plural(ids.length, "episode") + " — tick some to split or move them" }));
     var box = el("div", {});
     details.appendChild(box);
     details.addEventListener("toggle", function () {
@@ -225,7 +227,7 @@
       names(s).concat([OUT]).filter(function (n) { return n !== name; }).forEach(function (n) {
         target.appendChild(el("option", { value: n, text: n }));
       });
-      var row = el("p", { className: "edit-row" }, [filter, el("span", { text: " ticked: " })]);
+      var row = el("p", { className: "edit-row" }, [filter, el("span", { text: " with the ticked: " })]);
       if (isMode) {
         row.appendChild(split);
         row.appendChild(button("Split into new mode", "split-btn", function () {
