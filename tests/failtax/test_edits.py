@@ -249,3 +249,22 @@ def test_assign_edits_refuses_edits_made_on_another_taxonomy(tmp_path):
     assert result.exit_code != 0 and "without a model" in result.output
     result = CliRunner().invoke(main, ["assign", str(run), "--out", str(tmp_path / "x")])
     assert result.exit_code != 0 and "--out goes with --edits" in result.output
+
+
+def test_a_later_cluster_assignment_keeps_the_edited_clusters(tmp_path):
+    """notes.members follow the edits, so re-assigning the edited run by its clusters keeps
+    the person's renames, merges, splits and moves into modes (moves to outlier are not clusters)."""
+    run, _ = _run(tmp_path)
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps({"schema_version": 1, "edits": [
+        {"op": "merge", "modes": ["pole", "box"], "name": "thin"},
+        {"op": "split", "mode": "glass", "episodes": ["e2"], "name": "mirror"},
+        {"op": "move", "episodes": ["e0"], "to": "thin"}]}))
+    out = tmp_path / "edited"
+    assert CliRunner().invoke(main, ["assign", str(run), "--edits", str(edits), "--out", str(out)]).exit_code == 0
+    edited = {a.episode_id: a.modes for a in read_assignments(out)}
+    result = CliRunner().invoke(main, ["assign", str(out), "--set", "assignment.method=cluster",
+                                       "--set", "assignment.embedding.kind=hashing"])
+    assert result.exit_code == 0, result.output
+    again = {a.episode_id: a.modes for a in read_assignments(out) if a.episode_id != "e7"}
+    assert again == {k: v for k, v in edited.items() if k != "e7"}
