@@ -22,7 +22,7 @@
     var episodes = new Map();
     DATA.episodes.forEach(function (e) { episodes.set(e[0], { modes: e[1].slice(), reason: e[2] }); });
     return {
-      modes: DATA.modes.map(function (m) { return { name: m.name, edited: false }; }),
+      modes: DATA.modes.map(function (m) { return { name: m.name, description: m.description, edited: false }; }),
       episodes: episodes,
     };
   }
@@ -70,7 +70,10 @@
       var merged = newName(s, e.name, e.modes);
       var at = s.modes.indexOf(parts[0]);
       s.modes = s.modes.filter(function (x) { return parts.indexOf(x) < 0; });
-      s.modes.splice(at, 0, { name: merged, edited: true });
+      var largest = parts.slice().sort(function (a, b) {
+        return members(s, b.name).length - members(s, a.name).length;
+      })[0];
+      s.modes.splice(at, 0, { name: merged, description: largest.description, edited: true });
       e.modes.forEach(function (n) { relabel(s, n, merged); });
     } else if (e.op === "split") {
       var src = mode(s, e.mode);
@@ -83,7 +86,7 @@
       if (members(s, e.mode).length <= e.episodes.length) {
         throw new Error("splitting every episode out of '" + e.mode + "' would leave it empty; rename it instead");
       }
-      s.modes.splice(s.modes.indexOf(src) + 1, 0, { name: part, edited: true });
+      s.modes.splice(s.modes.indexOf(src) + 1, 0, { name: part, description: "Split by a person from '" + e.mode + "'.", edited: true });
       src.edited = true;
       e.episodes.forEach(function (id) {
         var ep = s.episodes.get(id);
@@ -196,6 +199,7 @@
     head.appendChild(el("span", { className: "muted", text: " · " + plural(ids.length, "episode") }));
     if (info && info.edited) head.appendChild(el("span", { className: "tag person", text: "edited" }));
     card.appendChild(head);
+    if (info && info.description) card.appendChild(el("p", { className: "kw", text: info.description }));
     if (isMode) {
       var rename = el("input", { className: "rename-name", placeholder: "new name", size: "24" });
       var reason = el("input", { className: "naf-reason", placeholder: "why not a failure (optional)", size: "26" });
