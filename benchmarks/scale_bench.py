@@ -84,6 +84,9 @@ def make_explanations(n: int, seed: int = 1234):
     d = rng.uniform(0.3, 25.0, n)
     v = rng.uniform(0.1, 1.2, n)
     for i, e in enumerate(explanations):
+        # written like a reasoner's output (the batch path's input), so discovery's writer
+        # invariance (for human reports) stays off and the detail is not stripped as boilerplate
+        e.input_mode = "scene_text"
         e.failure_reason = (
             f"{e.failure_reason} Logged {t[i]:.1f} s into run {i}, {d[i]:.2f} m from the goal "
             f"at {v[i]:.2f} m/s."
@@ -113,6 +116,7 @@ def one_size(n: int) -> dict[str, Any]:
     return {
         "explanations": n,
         "distinct_texts": len({e.failure_reason for e in explanations}),
+        "embedded_texts": getattr(strategy.embedder, "encoded_texts", None),
         "generate_s": round(t_make, 1),
         "discover_wall_s": round(t_discover, 1),
         "assign_wall_s": round(t_assign, 1),

@@ -32,10 +32,12 @@ Pieces:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -523,10 +525,20 @@ def run_batch_local(
     for var in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
         env.pop(var, None)
     log.info("run-batch: %d requests of %s (%s)", len(todo), requests_file.name, " ".join(cmd))
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
-        proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, check=False)
+        # own process group: a timeout (or Ctrl-C) stops the engine workers too
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     finally:
         if log_file:
             out.close()
@@ -556,11 +568,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["gpu", "cpu"], default=None)
     p.add_argument("--tensor-parallel-size", type=int, default=None)
     p.add_argument("--log", default=None)
+    p.add_argument("--model-dir", default=None, help="weights folder (default: the recipe's)")
+    p.add_argument("--weights", default=None,
+                   help="expected weights fingerprint (the batch's cache scope): refuse other weights")
     args = p.parse_args(argv)
     recipe = resolve_recipe(args.recipe, device=args.device)
     if args.tensor_parallel_size:
         recipe = recipe.model_copy(update={"tensor_parallel_size": args.tensor_parallel_size})
-    counts = run_batch_local(recipe, args.requests, args.results, python=args.server_python, log_file=args.log)
+    model_dir = Path(args.model_dir) if args.model_dir else recipe.require_model_dir()
+    if args.weights and weights_fingerprint(model_dir) != args.weights:
+        raise SystemExit(
+            f"{model_dir} holds other weights than the batch was exported for (fingerprint "
+            f"{weights_fingerprint(model_dir)} != {args.weights}); their answers would be cached "
+            "under the wrong model. Point --model-dir at the exported model's weights."
+        )
+    counts = run_batch_local(recipe, args.requests, args.results, python=args.server_python,
+                             model_dir=model_dir, log_file=args.log)
     print(json.dumps(counts), file=sys.stdout)
     return 0
 
