@@ -132,7 +132,8 @@ class TokenCounter:
 
     def count(self, messages: list[Message]) -> int:
         if self._tok is None:
-            return estimate_prompt_tokens(messages) + _TEMPLATE_TOKENS_FIXED
+            overhead = _TEMPLATE_TOKENS_FIXED + _TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+            return estimate_prompt_tokens(messages) + overhead
         total = _TEMPLATE_TOKENS_FIXED
         for m in messages:
             total += _TEMPLATE_TOKENS_PER_MESSAGE

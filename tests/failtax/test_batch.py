@@ -26,7 +26,7 @@ from serving.cache import CachedBackend
 from serving.client import OpenAICompatBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving"))
-from serving_stub_server import StubServer, auto_answer  # noqa: E402
+from serving_stub_server import StubServer, auto_answer
 
 MODEL = "smollm2-135m-instruct"
 IDENTITY = BatchIdentity(MODEL, {"endpoint": "launched", "weights": "test-weights"}, 4096)
@@ -131,17 +131,17 @@ def test_batch_run_matches_live_run_with_zero_live_calls(tmp_path, tiny_episodes
     assert summary["model_calls"] == {"calls": 0, "hits": len(live_bodies)}
     summary = asyncio.run(finish(cfg, run_dir, episodes=tiny_episodes, identity=IDENTITY, progress=False))
     assert summary["model_calls"]["calls"] == 0 and summary["unanswered_calls"] == 0
-    for run_dir in (run_dir, fresh):
-        check_same_as_live(tmp_path / "live", run_dir)
+    for finished in (run_dir, fresh):
+        check_same_as_live(tmp_path / "live", finished)
 
 
 def check_same_as_live(live_dir, run_dir):
     live_tax, batch_tax = read_taxonomy(live_dir), read_taxonomy(run_dir)
     assert [m.to_dict() for m in batch_tax.modes] == [m.to_dict() for m in live_tax.modes]
     # call ids differ: the live run's cache scope is the stub's URL, the batch's the weights
-    same = lambda a: {k: v for k, v in a.to_dict().items() if k != "call_ids"}  # noqa: E731
+    same = lambda a: {k: v for k, v in a.to_dict().items() if k != "call_ids"}
     assert [same(a) for a in read_assignments(run_dir)] == [same(a) for a in read_assignments(live_dir)]
-    strip = lambda es: [(e.episode_id, e.trajectory, e.failure_reason, e.degenerate) for e in es]  # noqa: E731
+    strip = lambda es: [(e.episode_id, e.trajectory, e.failure_reason, e.degenerate) for e in es]
     assert strip(read_explanations(run_dir)) == strip(read_explanations(live_dir))
     assert (run_dir / "report.html").is_file()
     assert not read_jsonl(run_dir / "errors.jsonl")
