@@ -535,10 +535,15 @@ def run_batch_local(
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             proc.wait(timeout=timeout_s)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise BackendError(
+                    f"vLLM's batch runner on {requests_file.name} was stopped after {timeout_s} s; "
+                    "run the same command again to resume (answered ids are skipped)"
+                ) from None
             raise
     finally:
         if log_file:
