@@ -96,11 +96,18 @@ def make_explanations(n: int, seed: int = 1234):
 
 def one_size(n: int) -> dict[str, Any]:
     """Discovery + assignment on `n` explanations in this process; the numbers."""
+    import resource
+
     import psutil
 
     from failtax.assignment import AssignmentConfig, assign
     from failtax.discovery import DiscoveryConfig, make_strategy
 
+    def cpu_s() -> float:  # this process's CPU time, all threads: robust to a shared machine's load
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    c0 = cpu_s()
     t0 = time.perf_counter()
     explanations = make_explanations(n)
     t_make = time.perf_counter() - t0
@@ -112,8 +119,9 @@ def one_size(n: int) -> dict[str, Any]:
     t2 = time.perf_counter()
     asyncio.run(assign(explanations, taxonomy, None, AssignmentConfig()))
     t_assign = time.perf_counter() - t2
-    ru = __import__("resource").getrusage(__import__("resource").RUSAGE_SELF)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "cpu_s": round(cpu_s() - c0, 1),
         "explanations": n,
         "distinct_texts": len({e.failure_reason for e in explanations}),
         "embedded_texts": getattr(strategy.embedder, "encoded_texts", None),
@@ -170,22 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         a, b = runs[0], runs[-1]
         size_ratio = b["explanations"] / a["explanations"]
         time_ratio = b["total_wall_s"] / max(a["total_wall_s"], 1e-9)
+        cpu_ratio = b["cpu_s"] / max(a["cpu_s"], 1e-9)
         # time ~ n^e between the two sizes; e near 1 is linear
         import math
 
         exponent = math.log(time_ratio) / math.log(size_ratio)
+        cpu_exponent = math.log(cpu_ratio) / math.log(size_ratio)
         per_expl_s = b["total_wall_s"] / b["explanations"]
         mem_per_expl = (b["peak_rss_mib"] - a["peak_rss_mib"]) / (b["explanations"] - a["explanations"])
         result["growth"] = {
             "size_ratio": size_ratio,
             "time_ratio": round(time_ratio, 2),
             "time_exponent": round(exponent, 3),
+            "cpu_ratio": round(cpu_ratio, 2),
+            "cpu_exponent": round(cpu_exponent, 3),
             "peak_rss_ratio": round(b["peak_rss_mib"] / a["peak_rss_mib"], 2),
         }
         million = 1_000_000
         result["extrapolated_1m"] = {
             "method": "linear in n from the largest size (time) and the RSS slope between the sizes",
             "total_wall_h": round(per_expl_s * million / 3600, 2),
+            "cpu_h": round(b["cpu_s"] / b["explanations"] * million / 3600, 2),
             "total_wall_h_at_measured_exponent": round(
                 b["total_wall_s"] * (million / b["explanations"]) ** exponent / 3600, 2),
             "peak_rss_gib": round((b["peak_rss_mib"] + mem_per_expl * (million - b["explanations"])) / 1024, 2),
@@ -193,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         }
     result["total_wall_s"] = round(time.time() - started, 1)
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"{'n':>8} {'discover s':>11} {'assign s':>9} {'total s':>8} {'peak MiB':>9} {'calls':>6} {'calls/expl':>11}")
+    print(f"{'n':>8} {'discover s':>11} {'assign s':>9} {'total s':>8} {'cpu s':>8} {'peak MiB':>9} {'calls':>6} "
+          f"{'calls/expl':>11}")
     for r in runs:
         print(f"{r['explanations']:>8} {r['discover_wall_s']:>11} {r['assign_wall_s']:>9} {r['total_wall_s']:>8} "
+              f"{r['cpu_s']:>8} "
               f"{r['peak_rss_mib']:>9} {r['model_calls']:>6} {r['model_calls_per_explanation']:>11.2e}")
     if "growth" in result:
         print("growth:", result["growth"])

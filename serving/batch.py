@@ -549,9 +549,13 @@ def run_batch_local(
         if log_file:
             out.close()
     if proc.returncode != 0 or not tmp_out.is_file():
+        tail = ""
+        if log_file and Path(log_file).is_file():
+            lines = Path(log_file).read_text(errors="replace").splitlines()
+            tail = "; last lines of its log:\n" + "\n".join(lines[-15:])
         raise BackendError(
             f"vLLM's batch runner exited with code {proc.returncode} on {requests_file.name}"
-            + (f"; see {log_file}" if log_file else "")
+            + (f"; see {log_file}" if log_file else "") + tail
             + "; run the same command again to resume (answered ids are skipped)"
         )
     os.replace(tmp_out, next_part)
