@@ -99,7 +99,7 @@ class BatchFolder:
         return self.dir / stage / f"round-{n:02d}"
 
     def rounds(self, stage: str | None = None) -> list[Path]:
-        """Round folders (of one stage, or all), oldest first."""
+        """Round folders (of one stage, or all; import does not depend on their order)."""
         stages = [stage] if stage else [s for s in MODEL_STAGES if (self.dir / s).is_dir()]
         out = []
         for s in stages:
@@ -107,8 +107,10 @@ class BatchFolder:
         return sorted(out, key=lambda p: (p.stat().st_mtime, p.name))
 
     def latest_round(self) -> Path | None:
-        rounds = [r for r in self.rounds() if (r / "meta.jsonl").is_file()]
-        return rounds[-1] if rounds else None
+        """The round the last `export` wrote (None when there is none)."""
+        manifest = self.dir / "manifest.json"
+        latest = json.loads(manifest.read_text()).get("latest_round") if manifest.is_file() else None
+        return self.dir / latest if latest and (self.dir / latest / "meta.jsonl").is_file() else None
 
     def next_round(self, stage: str) -> int:
         existing = sorted((self.dir / stage).glob("round-*"))
@@ -362,6 +364,9 @@ def _write_round(
     tmp.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metas), encoding="utf-8")
     os.replace(tmp, round_dir / "meta.jsonl")
     result.stage, result.round_dir = stage, round_dir
+    manifest = folder.dir / "manifest.json"
+    atomic_write_json(manifest, {**json.loads(manifest.read_text()),
+                                 "latest_round": str(round_dir.relative_to(folder.dir))})
     result.requests = len(items)
     result.reasks = sum(it.attempt == 2 for it in items)
 
