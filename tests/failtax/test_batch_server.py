@@ -45,7 +45,7 @@ def test_real_run_batch_two_shards_killed_bad_row_truncated(tmp_path, tiny_episo
         "reasoning.trajectory_max_chars": 80,
         "reasoning.failure_reason_max_chars": 100,
         # short answers keep the test's CPU time small; most JSON is cut and re-asked
-        "reasoning.max_tokens": 48,
+        "reasoning.max_tokens": 96,
         "cache_dir": str(tmp_path / "cache"),
         "seed": 0,
     })
