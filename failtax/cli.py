@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assign": ("failtax.commands:assign", "Assign episodes of a run (or new ones) to an existing taxonomy."),
     "evaluate": ("failtax.commands:evaluate", "Score a run against ground-truth cause labels."),
     "report": ("failtax.commands:report", "Rebuild summary.md and report.html of a run."),
+    "batch": ("failtax.batch.cli:batch", "Cluster batch runs: model calls as vLLM batch files (local, SLURM, Ray), imported."),
     "compare": ("failtax.compare:compare", "Run several reasoners on the same failures and compare them."),
 }
 

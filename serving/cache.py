@@ -174,6 +174,15 @@ class CachedBackend:
         record["result"]["cached"] = False
         atomic_write_json(self._path(key), record)
 
+    def get(self, key: str) -> CallResult | None:
+        """The answer cached under `key`, or None (batch export/import)."""
+        return self._load(key)
+
+    def put(self, key: str, result: CallResult, request: dict[str, Any]) -> None:
+        """Cache `result` under `key` with its request record (batch import)."""
+        result.call_id = key
+        self._store(key, result, request)
+
     async def _cached(
         self, method: str, messages: list[Message], params: dict[str, Any], call
     ) -> CallResult:

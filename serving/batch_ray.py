@@ -1,0 +1,146 @@
+"""Answer batch shards with Ray Data's LLM processor (optional: `pip install failtax[ray]`).
+
+The same request lines as vLLM's batch runner, run as a Ray Data pipeline over a
+cluster: `ray.data.llm.build_processor` with a `vLLMEngineProcessorConfig`
+(`concurrency` = engine replicas, each on `tensor_parallel_size` GPUs, and
+`should_continue_on_error=True` so one bad row becomes an error line instead of
+killing the job). Rows carry OpenAI chat messages (images as `image_url` parts, as
+exported) and `sampling_params` with the request's structured-output constraint
+under `guided_decoding`. Results are written in vLLM's batch output shape, so
+`failtax batch import` reads them like any other result file; Ray's engine stage
+reports no finish reason, so an answer that used all of `max_tokens` is marked
+`finish_reason: "length"` (and re-asked by import when it does not parse).
+
+Not exercised in this project's CI: Ray's LLM extra installs the CUDA build of vLLM,
+which cannot share an environment with the CPU build the tests serve with.
+The row conversions (`to_row`, `to_result_line`) are tested without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from serving.batch import check_request_line, error_line, read_jsonl_lines
+from serving.recipes import Recipe
+
+_CONSTRAINTS = ("json", "choice", "regex", "grammar")
+
+
+def to_row(line: dict[str, Any]) -> dict[str, Any]:
+    """A request line → a Ray Data row (messages + sampling_params)."""
+    body = line["body"]
+    sampling: dict[str, Any] = {
+        "max_tokens": body["max_tokens"],
+        "temperature": body.get("temperature", 0.0),
+    }
+    if body.get("seed") is not None:
+        sampling["seed"] = body["seed"]
+    constraint = body.get("structured_outputs") or {}
+    guided = {k: constraint[k] for k in _CONSTRAINTS if k in constraint}
+    if guided:
+        sampling["guided_decoding"] = guided
+    return {
+        "custom_id": line["custom_id"],
+        "messages": json.dumps(body["messages"]),  # a string column: Arrow keeps nested parts intact
+        "sampling_params": sampling,
+        "max_tokens": body["max_tokens"],
+    }
+
+
+def to_result_line(row: dict[str, Any]) -> dict[str, Any]:
+    """A processed Ray row → a result line in vLLM's batch output shape."""
+    cid = str(row["custom_id"])
+    error = row.get("__inference_error__")
+    if error:
+        return error_line(cid, f"ray: {error}", status=500)
+    generated = int(row.get("num_generated_tokens") or 0)
+    finish = "length" if generated >= int(row["max_tokens"]) else "stop"
+    return {
+        "id": f"ray-{cid}",
+        "custom_id": cid,
+        "response": {
+            "status_code": 200,
+            "request_id": f"ray-{cid}",
+            "body": {
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": row.get("generated_text") or ""},
+                    "finish_reason": finish,
+                }],
+                "usage": {"prompt_tokens": int(row.get("num_input_tokens") or 0), "completion_tokens": generated},
+            },
+        },
+        "error": None,
+    }
+
+
+def run_ray(
+    recipe: Recipe,
+    shards: list[Path],
+    results_dir: str | os.PathLike,
+    *,
+    model_dir: str | os.PathLike,
+    replicas: int = 1,
+    batch_size: int = 32,
+) -> dict[str, int]:
+    """Answer `shards` on the Ray cluster this process connects to (`ray.init()`).
+
+    Writes `<results_dir>/<shard name>` per shard; bad rows become error lines here.
+    Returns counts: requests, bad_rows.
+    """
+    try:
+        import ray
+        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    except ImportError as e:
+        raise ImportError(
+            "the Ray runner needs Ray Data's LLM support: pip install 'failtax[ray]' "
+            "(on GPU nodes; it brings the CUDA build of vLLM)"
+        ) from e
+    engine_kwargs: dict[str, Any] = {
+        "max_model_len": recipe.max_model_len_tokens,
+        "dtype": recipe.dtype,
+        "tensor_parallel_size": recipe.tensor_parallel_size,
+        "structured_outputs_config": {"backend": recipe.structured_outputs_backend,
+                                      "disable_any_whitespace": True},
+    }
+    if recipe.images_per_prompt:
+        engine_kwargs["limit_mm_per_prompt"] = {"image": recipe.images_per_prompt, "video": 0}
+    config = vLLMEngineProcessorConfig(
+        model_source=str(model_dir),
+        engine_kwargs=engine_kwargs,
+        concurrency=replicas,
+        batch_size=batch_size,
+        should_continue_on_error=True,
+        has_image=recipe.images_per_prompt > 0,
+    )
+    processor = build_processor(
+        config,
+        preprocess=lambda row: {**row, "messages": json.loads(row["messages"])},
+        postprocess=lambda row: {"line": json.dumps(to_result_line(row))},
+    )
+    ray.init(ignore_reinit_error=True)
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"requests": 0, "bad_rows": 0}
+    for shard in shards:
+        rows, bad = [], []
+        for n, obj, _ in read_jsonl_lines(shard):
+            why = check_request_line(obj)
+            if why is not None:
+                cid = str(obj.get("custom_id")) if obj and obj.get("custom_id") else f"line-{n}"
+                bad.append(error_line(cid, f"bad request row {n} of {shard.name}: {why}"))
+            else:
+                rows.append(to_row(obj))
+        counts["requests"] += len(rows) + len(bad)
+        counts["bad_rows"] += len(bad)
+        lines = [json.dumps(b) for b in bad]
+        if rows:
+            out = processor(ray.data.from_items(rows))
+            lines += [r["line"] for r in out.take_all()]
+        tmp = results_dir / f".{shard.name}.tmp"
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, results_dir / shard.name)
+    return counts
