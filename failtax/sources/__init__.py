@@ -137,12 +137,19 @@ class EpisodeFolderSource:
         if not frames:
             return SourceError(eid, "no_frames", "no frames/*.png", str(folder / FRAMES_DIR))
         frame_steps = [f.step for f in frames]
+        if steps:
+            failure = _failure_frame(meta.failure_step, frame_steps)
+        else:  # a frames-only episode (a converted log): failure_step counts frames
+            last = len(frames) - 1
+            failure = last if meta.failure_step is None else min(max(meta.failure_step, 0), last)
+        domain = getattr(meta, "domain", None)  # converters record the source's domain
         return Episode(
             episode_id=meta.episode_id,
             kind=self.kind,
             path=folder,
             num_frames=len(frames),
-            failure_index=_failure_frame(meta.failure_step, frame_steps),
+            failure_index=failure,
+            domain=domain if domain in DOMAINS else "navigation",
             meta=meta.model_dump(),
             steps=[s.model_dump() for s in steps],
             frame_steps=frame_steps,
