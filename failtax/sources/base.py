@@ -185,7 +185,7 @@ def sample_times(times_s: list[float], sample_fps_hz: float, max_frames: int,
     for i, t in enumerate(times_s):
         if end_s is not None and t > end_s + 1e-6:
             break
-        if sample_fps_hz > 0 and t + 1e-9 < next_t:
+        if sample_fps_hz > 0 and t + 1e-3 < next_t:  # 1 ms: float32 timestamps jitter
             continue
         keep.append(i)
         next_t = t + (1.0 / sample_fps_hz if sample_fps_hz > 0 else 0.0)

@@ -14,10 +14,11 @@ columns (episode_index, frame_index, timestamp and the success column) are held
 for the file in use only, and frames are decoded per episode when a stage asks
 for them (`failtax.sources.video`). Nothing downloads: the folder is the dataset.
 
-Failures: an episode failed unless `source.success_column` is true on any of its
-rows, or the labels CSV (`source.labels_path`, failtax.sources.labels) says so;
-one of the two is required, since LeRobot datasets are mostly successful
-demonstrations. The failure is at the labelled time or frame, else the last frame.
+Failures: the labels CSV (`source.labels_path`, failtax.sources.labels) decides
+for the episodes it lists; otherwise an episode failed unless
+`source.success_column` is true on any of its rows; with labels and no success
+column, episodes the CSV does not list are taken as successes (LeRobot datasets
+are mostly successful demonstrations). One of the two is required. The failure is at the labelled time or frame, else the last frame.
 Each episode's task strings become its task instruction.
 
 Bad input costs the episode only: an unreadable data file, rows that break the
@@ -276,11 +277,15 @@ class LeRobotSource:
             return SourceError(eid, "bad_rows", str(e), str(data_file))
         times, success = rows
         label = lookup(self.labels, eid, str(index))
-        failed = (label.failed if label is not None else not success)
-        outcome = "success" if not failed else (label.outcome if label is not None else "failure")
-        if outcome == "success":
-            why = "labelled success" if label is not None else f"{self.success_column} is true"
+        if label is not None:
+            failed, why = label.failed, "labelled success"
+        elif self.success_column:
+            failed, why = not success, f"{self.success_column} is true"
+        else:  # a labels CSV alone lists the failures; the rest are demonstrations
+            failed, why = False, "not in the labels CSV"
+        if not failed:
             return SourceError(eid, "skipped_outcome", f"not a failure ({why})", str(data_file))
+        outcome = label.outcome if label is not None else "failure"
         fail_t = None
         if label is not None and label.failure_frame is not None:
             fail_t = times[min(max(label.failure_frame, 0), len(times) - 1)]
