@@ -95,7 +95,8 @@ class McapSource:
 
     def _messages(self, bag: Path, topics: list[str], decode: bool = False,
                   start_ns: int | None = None, end_ns: int | None = None) -> Iterator[Any]:
-        """(channel topic, log_time ns, message or None) over the bag's files, in time order."""
+        """(channel topic, log_time ns, message or None) over the bag's files, in time order,
+        from `start_ns` (inclusive) to `end_ns` (exclusive)."""
         from mcap.reader import make_reader
         from mcap_ros2.decoder import DecoderFactory
 
@@ -104,12 +105,12 @@ class McapSource:
                 reader = make_reader(f, decoder_factories=[DecoderFactory()])
                 if decode:
                     for _, channel, message, ros in reader.iter_decoded_messages(
-                        topics=topics, start_time=start_ns, end_time=end_ns
+                        topics=topics, starting_at=start_ns, ending_before=end_ns
                     ):
                         yield channel.topic, message.log_time, ros
                 else:
                     for _, channel, message in reader.iter_messages(
-                        topics=topics, start_time=start_ns, end_time=end_ns
+                        topics=topics, starting_at=start_ns, ending_before=end_ns
                     ):
                         yield channel.topic, message.log_time, None
 
