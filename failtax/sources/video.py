@@ -44,11 +44,12 @@ class SegmentDecoder:
         """RGB frames of `path` at `times_s` (ascending, seconds from the file's start).
 
         Raises:
-            ValueError: the video ends (or breaks off) before the last wanted time.
-            av.error.FFmpegError and others: the file cannot be opened or decoded.
+            ValueError: the file cannot be opened or decoded, or it ends (breaks off)
+                before the last wanted time; the message names the file and the time.
         """
         if not times_s:
             return []
+        last_t = None
         try:
             container = self._open(path)
             stream = container.streams.video[0]
@@ -57,7 +58,6 @@ class SegmentDecoder:
             start = max(times_s[0] - tol, 0.0)
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
             out: list[np.ndarray] = []
-            last_t = None
             for frame in container.decode(stream):
                 if frame.time is None:
                     continue
@@ -69,9 +69,13 @@ class SegmentDecoder:
                     out.append(rgb)
                 if len(out) == len(times_s):
                     return out
-        except Exception:
+        except Exception as e:
             self.close()  # a broken container is not reused
-            raise
+            where = "opening it" if last_t is None else f"{last_t:.2f} s"
+            raise ValueError(
+                f"{path.name}: decoding failed at {where} ({e}); the file is corrupt or "
+                "truncated"
+            ) from e
         ends = "holds no frame there" if last_t is None else f"ends at {last_t:.2f} s"
         raise ValueError(
             f"{path.name} {ends}, before the frame at {times_s[len(out)]:.2f} s "
