@@ -78,8 +78,8 @@ class _Record(BaseModel):
 class CameraMeta(_Record):
     """The front camera that took the frames."""
 
-    fov_deg: float | None = None  # horizontal field of view; None = not calibrated (converted logs)
-    height_m: float | None = None  # above the floor; None = unknown
+    fov_deg: float | None  # horizontal field of view; null = not calibrated (a converted log)
+    height_m: float | None  # above the floor; null = unknown
     width: int  # pixels
     height: int  # pixels
     pitch_deg: float = 0.0  # negative looks down

@@ -68,7 +68,9 @@ def episode_meta(ep: Episode, frame_shape: tuple[int, ...], num_steps: int) -> E
     extra.setdefault("domain", ep.domain)
     times = meta.get("frame_times_s") or []
     dt = meta.get("dt_s") or (float(np.median(np.diff(times))) if len(times) > 1 else 0.1)
-    camera = {**(meta.get("camera") or {}), "height": frame_shape[0], "width": frame_shape[1]}
+    # a log says nothing of the lens or mounting: null, not a made-up value
+    camera = {"fov_deg": None, "height_m": None, **(meta.get("camera") or {}),
+              "height": frame_shape[0], "width": frame_shape[1]}
     return EpisodeMeta(
         episode_id=ep.episode_id,
         source=str(meta.get("source") or ep.kind),
