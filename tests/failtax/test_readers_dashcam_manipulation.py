@@ -82,3 +82,16 @@ def test_manipulation_runs_discover_to_a_report(tmp_path):
     out = discover(runs, tmp_path / "run")
     assert len(out["explanations"]) == 3
     assert error_kinds(out["errors"]) == {"run_9": "no_frames"}
+
+
+def test_a_bad_labels_file_is_a_clear_early_error(tmp_path):
+    folder = clips(tmp_path / "clips", n=1, frames=10)
+    bad = tmp_path / "labels.csv"
+    bad.write_text("clip,time\nclip_0,2\n")
+    with pytest.raises(ValueError, match="needs an episode_id column"):
+        make_source(SourceConfig(path=str(folder), labels_path=str(bad)))
+    bad.write_text("episode_id,failure_time_s\nclip_0,two seconds\n")
+    with pytest.raises(ValueError, match="labels.csv:2: failure_time_s must be seconds"):
+        make_source(SourceConfig(path=str(folder), labels_path=str(bad)))
+    with pytest.raises(ValueError, match="does not exist"):
+        make_source(SourceConfig(path=str(folder), labels_path=str(tmp_path / "nope.csv")))
