@@ -237,6 +237,18 @@ class LeRobotSource:
                 continue
             yield self._episode(rec)
 
+    def episode(self, episode_id: str) -> Episode | SourceError | None:
+        """One episode by id ("episode_000003"), reading the episode table only up to it
+        (a report's thumbnails need a few episodes, not a scan of every data file)."""
+        try:
+            index = int(episode_id.rsplit("_", 1)[-1])
+        except ValueError:
+            return None
+        for rec in self._episode_records():
+            if not isinstance(rec, SourceError) and int(rec["episode_index"]) == index:
+                return self._episode(rec)
+        return None
+
     def _paths(self, rec: dict[str, Any], index: int) -> tuple[Path, Path, float]:
         """(data file, video file, the episode's start time in the video)."""
         if self.v3:

@@ -91,6 +91,17 @@ class McapSource:
             except Exception as e:  # noqa: BLE001 - the mcap readers raise many types
                 yield SourceError(eid, "unreadable_bag", f"cannot read the bag: {e!r}", str(bag))
 
+    def episode(self, episode_id: str) -> Episode | SourceError | None:
+        """One bag's episode by id (the bag's file stem or folder name), or None."""
+        for bag in find_bags(self.root):
+            if (bag.stem if bag.is_file() else bag.name) == episode_id:
+                try:
+                    return self._episode(episode_id, bag)
+                except Exception as e:  # noqa: BLE001 - the mcap readers raise many types
+                    return SourceError(episode_id, "unreadable_bag", f"cannot read the bag: {e!r}",
+                                       str(bag))
+        return None
+
     # ----------------------------------------------------------------- reading
 
     def _messages(self, bag: Path, topics: list[str], decode: bool = False,

@@ -114,3 +114,15 @@ def test_discover_runs_to_a_report_and_records_each_bad_episode(tmp_path):
     assert kinds["episode_000001"] == "skipped_outcome"
     doc = json.loads((tmp_path / "run" / "taxonomy.json").read_text())
     assert doc["modes"]
+
+
+def test_one_episode_is_found_without_a_full_scan(tmp_path, monkeypatch):
+    root = write_lerobot(tmp_path / "ds", EPISODES, episodes_per_file=2)
+    source = make_source(SourceConfig(path=str(root), success_column="next.success"))
+    read = []
+    real = source._data_columns
+    monkeypatch.setattr(source, "_data_columns", lambda p: read.append(p.name) or real(p))
+    ep = source.episode("episode_000002")
+    assert ep.episode_id == "episode_000002" and ep.meta["task"] == "open the top drawer"
+    assert read == ["file-001.parquet"]  # only its own data file
+    assert source.episode("episode_000099") is None

@@ -69,3 +69,10 @@ def test_discover_runs_to_a_report_and_records_each_bad_bag(tmp_path):
     assert error_kinds(out["errors"]) == {"no_bumper": "missing_topic"}
     # the odometry reached the explanation: the robot's logged motion, no ground truth
     assert all("motion was not logged" not in e["trajectory"] for e in out["explanations"])
+
+
+def test_one_bag_is_found_by_id(tmp_path):
+    write_bag(tmp_path / "a.mcap", 10)
+    write_bag(tmp_path / "b.mcap", 12)
+    source = make_source(SourceConfig(path=str(tmp_path)))
+    assert source.episode("b").num_frames == 6 and source.episode("zz") is None
