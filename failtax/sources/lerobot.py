@@ -6,6 +6,8 @@ Layouts (the `data_path` / `video_path` templates of meta/info.json are used as 
   data file, dataset_from_index/to_index, and per camera its video file and
   from_timestamp/to_timestamp); data/chunk-*/file-*.parquet hold many episodes;
   videos/<camera>/chunk-*/file-*.mp4 hold many episodes back to back.
+  A camera of dtype "image" stores encoded images ({bytes, path}) in the data
+  parquet instead; both are read.
 - v2.1: meta/episodes.jsonl (episode_index, tasks, length); one data parquet and one
   mp4 per camera per episode.
 
@@ -30,6 +32,7 @@ frames are read.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from failtax.sources.base import (
     Episode,
@@ -108,11 +112,12 @@ class LeRobotSource:
         self.v3 = self.version.startswith("v3.")
         self.fps = float(self.info.get("fps") or 30.0)
         features = self.info.get("features") or {}
-        cameras = [k for k, v in features.items() if isinstance(v, dict) and v.get("dtype") == "video"]
+        cameras = [k for k, v in features.items()
+                   if isinstance(v, dict) and v.get("dtype") in ("video", "image")]
         if not cameras:
             raise ValueError(
-                f"{root}: no video feature in meta/info.json; this reader reads camera frames "
-                "stored as mp4 (LeRobot's default)"
+                f"{root}: no camera feature (dtype video or image) in meta/info.json; failtax "
+                "reads the camera frames of an episode"
             )
         self.camera_key = camera_key or cameras[0]
         if self.camera_key not in cameras:
@@ -120,6 +125,8 @@ class LeRobotSource:
                 f"source.camera_key {self.camera_key!r} is not a camera of {root}; "
                 f"cameras: {', '.join(cameras)}"
             )
+        # "image" cameras store encoded images ({bytes, path}) in the data parquet itself
+        self.camera_is_video = features[self.camera_key].get("dtype") == "video"
         if success_column is None and labels_path is None:
             raise ValueError(
                 f"{root}: say which LeRobot episodes failed: set source.success_column (a data "
@@ -249,12 +256,14 @@ class LeRobotSource:
                 return self._episode(rec)
         return None
 
-    def _paths(self, rec: dict[str, Any], index: int) -> tuple[Path, Path, float]:
-        """(data file, video file, the episode's start time in the video)."""
+    def _paths(self, rec: dict[str, Any], index: int) -> tuple[Path, Path | None, float]:
+        """(data file, video file (None for an image camera), the episode's start time in it)."""
         if self.v3:
             data = self.data_path.format(
                 chunk_index=int(rec["data/chunk_index"]), file_index=int(rec["data/file_index"])
             )
+            if not self.camera_is_video:
+                return self.root / data, None, 0.0
             cam = f"videos/{self.camera_key}/"
             if rec.get(cam + "chunk_index") is None:
                 raise KeyError(f"no {cam}chunk_index in the episode metadata")
@@ -266,6 +275,8 @@ class LeRobotSource:
             return self.root / data, self.root / video, float(rec.get(cam + "from_timestamp") or 0.0)
         chunk = index // self.chunks_size
         data = self.data_path.format(episode_chunk=chunk, episode_index=index)
+        if not self.camera_is_video:
+            return self.root / data, None, 0.0
         video = self.video_path.format(
             episode_chunk=chunk, episode_index=index, video_key=self.camera_key
         )
@@ -280,7 +291,7 @@ class LeRobotSource:
             return SourceError(eid, "bad_meta", f"episode metadata incomplete: {e}", str(self.root))
         if not data_file.is_file():
             return SourceError(eid, "missing_data", f"no data file {data_file.name}", str(data_file))
-        if not video_file.is_file():
+        if video_file is not None and not video_file.is_file():
             return SourceError(eid, "missing_video", f"no {self.camera_key} video {video_file.name}",
                                str(video_file))
         try:
@@ -310,15 +321,20 @@ class LeRobotSource:
         tasks = rec.get("tasks") or []
         if isinstance(tasks, str):
             tasks = [tasks]
-        key = f"{video_file}:{video_t0}:{eid}"
+        key = f"{video_file or data_file}:{video_t0}:{eid}"
+
+        def decode() -> list[np.ndarray]:
+            if video_file is None:
+                return self._images(data_file, index, keep)
+            return self._decoder.frames_at(video_file, video_times)
 
         def load(i: int) -> np.ndarray:
-            return self._frames.get(key, lambda: self._decoder.frames_at(video_file, video_times))[i]
+            return self._frames.get(key, decode)[i]
 
         return Episode(
             episode_id=eid,
             kind=self.kind,
-            path=video_file,
+            path=video_file or data_file,
             num_frames=len(keep),
             failure_index=failure_frame_at(fail_t, kept_t),
             meta={
@@ -337,6 +353,28 @@ class LeRobotSource:
             frame_loader=load,
             domain=self.domain,
         )
+
+    def _images(self, data_file: Path, index: int, rows: list[int]) -> list[np.ndarray]:
+        """The image camera's frames at `rows` (positions within episode `index`'s rows).
+
+        Raises:
+            ValueError: a row holds no image bytes (a path-only image) or bad bytes.
+        """
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(data_file, columns=[self.camera_key],
+                              filters=[("episode_index", "=", index)])
+        cells = table.column(self.camera_key).to_pylist()
+        out = []
+        for r in rows:
+            cell = cells[r]
+            data = cell.get("bytes") if isinstance(cell, dict) else cell
+            if not data:
+                raise ValueError(f"frame {r} of episode {index} has no image bytes in "
+                                 f"{data_file.name} (images stored only as paths are not read)")
+            with Image.open(io.BytesIO(data)) as img:
+                out.append(np.asarray(img.convert("RGB")))
+        return out
 
     def _rows(self, data_file: Path, index: int, length: int) -> tuple[list[float], bool]:
         """(frame timestamps, any success row) of episode `index`, its rows checked.

@@ -52,9 +52,9 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
         out.mux(stream.encode(None))
 
 
-def _info(version: str, fps: int, total: int, size: tuple[int, int]) -> dict:
+def _info(version: str, fps: int, total: int, size: tuple[int, int], images: bool) -> dict:
     feats = {
-        CAMERA: {"dtype": "video", "shape": [size[0], size[1], 3],
+        CAMERA: {"dtype": "image" if images else "video", "shape": [size[0], size[1], 3],
                  "names": ["height", "width", "channels"]},
         "observation.state": {"dtype": "float32", "shape": [2], "names": None},
         "action": {"dtype": "float32", "shape": [2], "names": None},
@@ -90,10 +90,17 @@ def _rows(ep: int, n: int, fps: int, start_index: int, task_index: int, success:
     }
 
 
+def _png(rgb: np.ndarray) -> dict:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
 def write_lerobot(root: Path, episodes: list[tuple[int, str, bool]], *, version: str = "v3.0",
                   fps: int = 10, episodes_per_file: int = 1000,
-                  size: tuple[int, int] = (48, 64)) -> Path:
+                  size: tuple[int, int] = (48, 64), images: bool = False) -> Path:
     """A LeRobot dataset with one camera; `episodes` lists (length, task, success).
+    `images`: the camera is of dtype "image" (PNG bytes in the data parquet), not mp4.
 
     Returns:
         `root`.
@@ -105,7 +112,7 @@ def write_lerobot(root: Path, episodes: list[tuple[int, str, bool]], *, version:
     task_index = {t: i for i, t in enumerate(tasks)}
     (root / "meta").mkdir(parents=True, exist_ok=True)
     (root / "meta" / "info.json").write_text(
-        json.dumps(_info(version, fps, len(episodes), size), indent=2))
+        json.dumps(_info(version, fps, len(episodes), size, images), indent=2))
     if not version.startswith("v3"):
         lines = [json.dumps({"episode_index": i, "tasks": [t], "length": n})
                  for i, (n, t, _) in enumerate(episodes)]
@@ -116,9 +123,13 @@ def write_lerobot(root: Path, episodes: list[tuple[int, str, bool]], *, version:
         for i, (n, t, ok) in enumerate(episodes):
             data = root / f"data/chunk-000/episode_{i:06d}.parquet"
             data.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table(_rows(i, n, fps, start, task_index[t], ok)), data)
-            write_mp4(root / f"videos/chunk-000/{CAMERA}/episode_{i:06d}.mp4",
-                      [draw(i, f, n, size) for f in range(n)], fps)
+            rows = _rows(i, n, fps, start, task_index[t], ok)
+            frames = [draw(i, f, n, size) for f in range(n)]
+            if images:
+                rows[CAMERA] = [_png(f) for f in frames]
+            else:
+                write_mp4(root / f"videos/chunk-000/{CAMERA}/episode_{i:06d}.mp4", frames, fps)
+            pq.write_table(pa.table(rows), data)
             start += n
         return root
     pq.write_table(pa.table({"task_index": list(range(len(tasks))), "task": tasks}),

@@ -126,3 +126,12 @@ def test_one_episode_is_found_without_a_full_scan(tmp_path, monkeypatch):
     assert ep.episode_id == "episode_000002" and ep.meta["task"] == "open the top drawer"
     assert read == ["file-001.parquet"]  # only its own data file
     assert source.episode("episode_000099") is None
+
+
+def test_image_cameras_are_read_from_the_data_parquet(tmp_path):
+    root = write_lerobot(tmp_path / "ds", EPISODES[:3], version="v2.1", images=True)
+    assert not (root / "videos").exists()
+    episodes, _ = scan(root, success_column="next.success", video_sample_fps_hz=5)
+    ep = episodes[1]
+    assert ep.episode_id == "episode_000002" and ep.num_frames == 12
+    assert (ep.load_frame(11) == draw(2, 22, 24)).all()  # lossless, the frame at 2.2 s
