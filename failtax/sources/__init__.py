@@ -81,6 +81,15 @@ SOURCE_KINDS = (
 )
 # with a labelled failure time, frames this long after it are kept too (the downsampler's window)
 AFTER_FAILURE_S = 1.0
+# SourceConfig options that only some kinds read: setting one for another kind is an error
+KIND_OPTIONS = {
+    "labels_path": ("lerobot", "mcap", "video", "dashcam", "manipulation"),
+    "success_column": ("lerobot",),
+    "camera_key": ("lerobot",),
+    "image_topic": ("mcap",),
+    "odom_topic": ("mcap",),
+    "failure_topic": ("mcap",),
+}
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
@@ -468,6 +477,11 @@ def make_source(
     if not root.exists():
         raise ValueError(f"{root} does not exist")
     kind = detect_kind(root) if cfg.kind == "auto" else cfg.kind
+    unused = [k for k, kinds in KIND_OPTIONS.items() if getattr(cfg, k) is not None and kind not in kinds]
+    if unused:
+        uses = "; ".join(f"source.{k} is for {', '.join(KIND_OPTIONS[k])}" for k in unused)
+        raise ValueError(f"{root} is read as source kind {kind!r}, which does not use {uses}. "
+                         "Remove the option, or set source.kind if the guess is wrong")
     if kind == "episodes":
         return EpisodeFolderSource(root, list(cfg.outcomes))
     if kind == "image_folders":

@@ -76,3 +76,9 @@ def test_one_bag_is_found_by_id(tmp_path):
     write_bag(tmp_path / "b.mcap", 12)
     source = make_source(SourceConfig(path=str(tmp_path)))
     assert source.episode("b").num_frames == 6 and source.episode("zz") is None
+
+
+def test_an_option_of_another_kind_is_a_clear_error(tmp_path):
+    write_bag(tmp_path / "a.mcap", 10)
+    with pytest.raises(ValueError, match="source.success_column is for lerobot"):
+        make_source(SourceConfig(path=str(tmp_path), success_column="next.success"))
