@@ -254,8 +254,9 @@ class _ModelReasoner:
             "trajectory_max_chars": self.cfg.trajectory_max_chars,
             "failure_reason_max_chars": self.cfg.failure_reason_max_chars,
         }
+        prompt = self.prompt_for(episode_domain(self.cfg, episode))
         try:
-            return self.prompt_for(episode_domain(self.cfg, episode)).format_map(values)
+            return prompt.format_map(values)
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(
                 f"prompt for {self.input_mode} has an unknown placeholder or stray brace ({e}); "
