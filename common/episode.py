@@ -63,7 +63,8 @@ CHANNEL_DTYPES: dict[str, type[np.generic]] = {
     "semantic": np.uint8,
     "instance": np.uint16,
 }
-Outcome = Literal["collision", "success", "timeout"]
+# "failure": a converted log's failure of no more specific kind (a dropped object, a crash)
+Outcome = Literal["collision", "success", "timeout", "failure"]
 
 
 # --------------------------------------------------------------------------- records
@@ -77,8 +78,8 @@ class _Record(BaseModel):
 class CameraMeta(_Record):
     """The front camera that took the frames."""
 
-    fov_deg: float  # horizontal field of view
-    height_m: float  # above the floor
+    fov_deg: float | None  # horizontal field of view; null = not calibrated (a converted log)
+    height_m: float | None  # above the floor; null = unknown
     width: int  # pixels
     height: int  # pixels
     pitch_deg: float = 0.0  # negative looks down
@@ -217,8 +218,11 @@ def write_episode(
         root: the episodes folder.
         meta: meta.json; `created_at` is stamped now when None.
         steps: one record per step, `step` counting from 0; a record's
-            `frame` is `frame_name(step)` when that step's frame is stored.
-        frames: step -> RGB frame, as PNG bytes or an (H, W, 3) uint8 array.
+            `frame` is `frame_name(step)` when that step's frame is stored. Empty
+            for a frames-only episode (a log without poses): no steps.jsonl is
+            written, `meta.num_steps` is 0 and `meta.failure_step` counts frames.
+        frames: step -> RGB frame, as PNG bytes or an (H, W, 3) uint8 array
+            (frame index -> frame in a frames-only episode).
         channels: step -> {channel name: (H, W) array}; names must be listed in
             `meta.channels`, and each is stored in its CHANNEL_DTYPES dtype.
         ground_truth: the hidden label (simulators only).
@@ -247,8 +251,10 @@ def write_episode(
                 stored = {name: np.asarray(a).astype(CHANNEL_DTYPES[name], copy=False)
                           for name, a in arrays.items()}
                 np.savez_compressed(tmp / CHANNELS_DIR / f"{step:06d}.npz", **stored)
-        lines = "".join(json.dumps(s.model_dump(mode="json"), sort_keys=True) + "\n" for s in steps)
-        (tmp / STEPS_FILE).write_text(lines)
+        if steps:
+            lines = "".join(json.dumps(s.model_dump(mode="json"), sort_keys=True) + "\n"
+                            for s in steps)
+            (tmp / STEPS_FILE).write_text(lines)
         if ground_truth is not None:
             (tmp / GROUND_TRUTH_FILE).write_text(_json(ground_truth))
         # meta.json last: a folder without it is not an episode.
@@ -268,7 +274,9 @@ def _check_consistent(meta: EpisodeMeta, steps: Sequence[StepRecord],
             raise ValueError(f"{eid}: step {i} names frame {s.frame!r}; expected "
                              f"{frame_name(i)!r} with frames[{i}] given")
     referenced = {s.step for s in steps if s.frame is not None}
-    if set(frames) != referenced:
+    if not steps and set(frames) != set(range(len(frames))):
+        raise ValueError(f"{eid}: a frames-only episode (no steps) numbers its frames 0..n-1")
+    if steps and set(frames) != referenced:
         raise ValueError(f"{eid}: frames given for steps {sorted(set(frames) - referenced)} "
                          "that no step record names; set their `frame`")
     unknown = set(meta.channels) - set(CHANNEL_DTYPES)

@@ -17,6 +17,7 @@ import click
 # name -> "module:attribute" of a click command; imported on first use.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.cli:serve", "Start (or attach to) a model server from a recipe or a local model folder."),
+    "convert": ("failtax.convert:convert", "Robot logs (LeRobot, ROS 2 MCAP, dashcam, manipulation runs) to the episode format."),
     "discover": ("failtax.commands:discover", "Episodes in, failure taxonomy and assignments out (a run folder)."),
     "assign": ("failtax.commands:assign", "Assign episodes of a run (or new ones) to an existing taxonomy."),
     "evaluate": ("failtax.commands:evaluate", "Score a run against ground-truth cause labels."),

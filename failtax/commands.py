@@ -118,7 +118,9 @@ def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages,
 
     EPISODES is a folder of episodes (docs/EPISODE_FORMAT.md), a folder of image
     folders (one per trajectory, failure at the last image), a folder of videos
-    (or one video), or a CSV/JSONL of ready-made explanations (episode_id,
+    (or one video), a LeRobot v2.1/v3 dataset, ROS 2 bags (MCAP), dashcam clips,
+    manipulation runs (images + task.txt + plan.txt; docs/INPUTS.md has an example
+    of each), or a CSV/JSONL of ready-made explanations (episode_id,
     failure_reason[, trajectory]), which starts the run at discovery.
 
     The run folder gets config.yaml, keyframes.jsonl, explanations.jsonl,

@@ -26,12 +26,13 @@ from serving.config import BackendConfig
 class SourceConfig(StrictModel):
     """Where the failure logs come from (failtax.sources)."""
 
-    # "auto" guesses from the path; or episodes | image_folders | video | explanations
+    # "auto" guesses from the path; or episodes | image_folders | video | dashcam |
+    # manipulation | lerobot | mcap | explanations (docs/INPUTS.md)
     kind: str = "auto"
     # episodes folder, video folder/file or CSV/JSONL; the CLI argument overrides it
     path: str | None = None
     # episode-format outcomes analysed as failures; others are recorded as skipped
-    outcomes: list[str] = Field(default_factory=lambda: ["collision", "timeout"])
+    outcomes: list[str] = Field(default_factory=lambda: ["collision", "timeout", "failure"])
     # video sources: frames per second kept when decoding (0 keeps every frame)
     video_sample_fps_hz: float = 5.0
     # video sources: keep at most this many frames, counted back from the end
@@ -41,6 +42,21 @@ class SourceConfig(StrictModel):
     # explanations CSV/JSONL: the column naming who wrote each report (operator, fleet,
     # site); None = writers are inferred from shared boilerplate (docs/JUDGEMENT.md)
     writer_column: str | None = None
+    # labels CSV (episode_id[, outcome][, failure_time_s][, failure_frame]): which episodes
+    # failed and when; for lerobot, mcap, dashcam and manipulation inputs (docs/INPUTS.md)
+    labels_path: str | None = None
+    # lerobot: the data column that says an episode succeeded (bool/0-1, any true row = success),
+    # e.g. "next.success"; one of this or labels_path is needed to tell failures apart
+    success_column: str | None = None
+    # lerobot: the camera (video/image feature key) whose frames are read; None = the first
+    camera_key: str | None = None
+    # mcap: the image topic (sensor_msgs/Image or CompressedImage); None = the first one
+    image_topic: str | None = None
+    # mcap: the odometry topic (nav_msgs/Odometry); None = the first one, if any
+    odom_topic: str | None = None
+    # mcap: a topic whose first message marks the failure (e.g. /bumper, /estop); None =
+    # failure times from labels_path, else the end of the bag. A bag without it is an error
+    failure_topic: str | None = None
 
 
 class DownsampleConfig(StrictModel):
@@ -146,6 +162,9 @@ class SceneConfig(StrictModel):
 class ReasoningConfig(StrictModel):
     """Failure reasoning: frames or scene text in, {trajectory, failure_reason} out."""
 
+    # prompt pack: auto (each episode's source says: lerobot/manipulation -> manipulation,
+    # dashcam -> driving, else navigation) | navigation | manipulation | driving
+    domain: Literal["auto", "navigation", "manipulation", "driving"] = "auto"
     # vision (VLM gets frames) | scene_text (text model gets scene descriptions) | facts (no model) | given
     input_mode: Literal["vision", "scene_text", "facts", "given"] = "facts"
     # prompt files in failtax/prompts/ (or a path) per model-backed mode

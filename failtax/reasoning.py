@@ -18,6 +18,14 @@ the episode falls back to `facts`, saying so in `Explanation.degenerate`
 truncated) are flagged; the flags in `fallback_on_degenerate` also trigger the
 facts fallback.
 
+Prompt packs: each model mode has one prompt per domain (`DOMAINS`: navigation,
+manipulation with the task and the executed plan, driving), picked per episode
+by `reasoning.domain` or, under "auto", by the episode's source (LeRobot and
+manipulation runs → manipulation, dashcam clips → driving, the rest →
+navigation). Navigation uses the configured `*_prompt` file; another domain uses
+`<that file>.<domain>.txt` beside it, unless the config names its own prompt file,
+which then serves every domain. Prompts may use {task} and {plan}.
+
 `run_stage` is the pipeline's reason stage (keyframes.jsonl → explanations.jsonl).
 """
 
@@ -46,7 +54,14 @@ from failtax.run_folder import (
     read_keyframes,
 )
 from failtax.scene import SceneDescriber, SceneFrame, summarise_facts
-from failtax.sources import Episode, EpisodeReadError, EpisodeSource, ExplanationSource, SourceError
+from failtax.sources import (
+    DOMAINS,
+    Episode,
+    EpisodeReadError,
+    EpisodeSource,
+    ExplanationSource,
+    SourceError,
+)
 from failtax.types import Explanation, Keyframes
 from serving.protocol import BackendError, CallResult, LLMBackend
 from serving.structured import schema_token_budget
@@ -94,6 +109,39 @@ def load_prompt(name: str) -> str:
             f"prompt file {name!r} not found (looked in {PROMPTS_DIR}); set reasoning.*_prompt"
         )
     return path.read_text(encoding="utf-8")
+
+
+def domain_prompt_name(prompt_name: str, default_name: str, domain: str) -> str:
+    """The prompt file of `domain` for a mode configured with `prompt_name`.
+
+    Navigation, and any prompt file the user named (not the shipped default), are
+    used as they are; otherwise "reason_vision.txt" becomes "reason_vision.manipulation.txt".
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; valid: {', '.join(DOMAINS)}")
+    if domain == "navigation" or prompt_name != default_name:
+        return prompt_name
+    return f"{Path(default_name).stem}.{domain}.txt"
+
+
+def episode_domain(cfg: ReasoningConfig, episode: Episode) -> str:
+    """The prompt pack of `episode`: `cfg.domain`, or under "auto" the one its source says."""
+    if cfg.domain != "auto":
+        return cfg.domain
+    domain = getattr(episode, "domain", "navigation")
+    return domain if domain in DOMAINS else "navigation"
+
+
+def _task_text(meta: dict[str, Any]) -> str:
+    task = str(meta.get("task") or "").strip()
+    return task or "(no task instruction logged)"
+
+
+def _plan_text(meta: dict[str, Any]) -> str:
+    plan = meta.get("plan") or []
+    if isinstance(plan, str):
+        plan = [plan]
+    return "\n".join(f"{i}. {step}" for i, step in enumerate(plan, start=1)) or "(no plan logged)"
 
 
 def prompt_hash(text: str) -> str:
@@ -157,13 +205,19 @@ class _ModelReasoner:
     input_mode = "scene_text"
     needs_scenes = True
 
+    prompt_field = "scene_text_prompt"  # the ReasoningConfig field naming this mode's prompt
+
     def __init__(
         self, cfg: ReasoningConfig, scene_cfg: SceneConfig, backend: LLMBackend, prompt_name: str
     ) -> None:
         self.cfg = cfg
         self.backend = backend
         self.model = backend.model_id
+        self.prompt_name = prompt_name
         self.prompt = load_prompt(prompt_name)
+        self.prompts: dict[str, str] = {"navigation": self.prompt}  # domain -> prompt text
+        if cfg.domain != "auto":  # a missing pack fails at the start, not mid-run
+            self.prompt_for(cfg.domain)
         self.answer = explanation_answer_for(cfg)
         self.schema = answer_schema(self.answer)
         self.max_tokens = cfg.max_tokens or schema_token_budget(self.schema)
@@ -175,20 +229,34 @@ class _ModelReasoner:
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def prompt_for(self, domain: str) -> str:
+        """The prompt text of `domain` (its pack file, loaded once)."""
+        if domain not in self.prompts:
+            default = ReasoningConfig.model_fields[self.prompt_field].default
+            self.prompts[domain] = load_prompt(domain_prompt_name(self.prompt_name, default, domain))
+        return self.prompts[domain]
+
     def _fill(
         self, episode: Episode, keyframes: Keyframes, scenes: list[SceneFrame], scene_text: str
     ) -> str:
+        meta = episode.meta or {}
         times = [f"{s.t_s:.1f} s" for s in scenes if s.t_s is not None]
+        logged = meta.get("frame_times_s") or []
+        if not times and len(logged) == episode.num_frames:
+            times = [f"{float(logged[i]):.1f} s" for i in keyframes.indices]
         values = {
-            "outcome": str((episode.meta or {}).get("outcome") or "failure"),
+            "outcome": str(meta.get("outcome") or "failure"),
+            "task": _task_text(meta),
+            "plan": _plan_text(meta),
             "scene": scene_text,
             "num_frames": len(keyframes.indices),
             "frame_times": "times " + ", ".join(times) if times else "times not logged",
             "trajectory_max_chars": self.cfg.trajectory_max_chars,
             "failure_reason_max_chars": self.cfg.failure_reason_max_chars,
         }
+        prompt = self.prompt_for(episode_domain(self.cfg, episode))
         try:
-            return self.prompt.format_map(values)
+            return prompt.format_map(values)
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(
                 f"prompt for {self.input_mode} has an unknown placeholder or stray brace ({e}); "
@@ -340,6 +408,7 @@ class VisionReasoner(_ModelReasoner):
     """A vision-language model sees the kept frames as images."""
 
     input_mode = "vision"
+    prompt_field = "vision_prompt"
 
     def __init__(
         self, cfg: ReasoningConfig, scene_cfg: SceneConfig, backend: LLMBackend, prompt_name: str
@@ -598,6 +667,8 @@ __all__ = [
     "Reasoner",
     "SceneTextReasoner",
     "VisionReasoner",
+    "domain_prompt_name",
+    "episode_domain",
     "explanation_answer_for",
     "explanation_schema",
     "load_prompt",

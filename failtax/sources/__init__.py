@@ -1,15 +1,19 @@
 """Episode sources: where failure logs come from.
 
-Four kinds behind one seam, picked by `SourceConfig.kind` (or guessed from the
-path with "auto"):
+Kinds behind one seam (`failtax.sources.base`), picked by `SourceConfig.kind` (or
+guessed from the path with "auto"); docs/INPUTS.md has a worked example of each:
 
 - ``episodes``: the episode format of docs/EPISODE_FORMAT.md (meta.json,
   steps.jsonl, frames/, optional channels/). Written by the bundled simulator
   or by a user's converter; read here as files only.
 - ``image_folders``: one folder of images per trajectory, sorted by file name,
   the failure at the last frame (the format of the paper's datasets).
-- ``video``: one video file per trajectory (decoded with PyAV), failure at the
-  last frame.
+- ``video`` / ``dashcam``: one video file per trajectory (decoded with PyAV), failure
+  at the last frame or a labelled time; dashcam clips get the driving prompt pack.
+- ``manipulation``: an image sequence per run with task.txt and the executed plan
+  (failtax.sources.manipulation).
+- ``lerobot``: a LeRobot v2.1 / v3.0 dataset folder (failtax.sources.lerobot).
+- ``mcap``: ROS 2 bags in MCAP (failtax.sources.rosbag).
 - ``explanations``: a CSV or JSONL of ready-made failure explanations; a run
   over it starts at discovery.
 
@@ -32,16 +36,13 @@ supports, when a path holds nothing a source can read.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from common.episode import (
     FRAMES_DIR,
@@ -56,123 +57,40 @@ from common.episode import (
     read_steps,
 )
 from failtax.config import SourceConfig
+from failtax.sources.base import (
+    DOMAINS,
+    Episode,
+    EpisodeReadError,
+    EpisodeSource,
+    ExplanationSource,
+    SourceError,
+    _failure_frame,
+    failure_frame_at,
+    sample_times,
+)
+from failtax.sources.labels import FailureLabel, lookup, read_labels
+from failtax.sources.lerobot import LeRobotSource, is_lerobot_dataset
+from failtax.sources.manipulation import ManipulationRunSource, is_manipulation_run
+from failtax.sources.rosbag import McapSource, find_bags
+from failtax.sources.video import FrameCache, SegmentDecoder
 from failtax.types import Explanation
 
-SOURCE_KINDS = ("auto", "episodes", "image_folders", "video", "explanations")
+SOURCE_KINDS = (
+    "auto", "episodes", "image_folders", "video", "dashcam", "manipulation", "lerobot", "mcap",
+    "explanations",
+)
+# with a labelled failure time, frames this long after it are kept too (the downsampler's window)
+AFTER_FAILURE_S = 1.0
+# SourceConfig options that only some kinds read: setting one for another kind is an error
+KIND_OPTIONS = {
+    "labels_path": ("lerobot", "mcap", "video", "dashcam", "manipulation"),
+    "success_column": ("lerobot",),
+    "camera_key": ("lerobot",),
+    "image_topic": ("mcap",),
+    "odom_topic": ("mcap",),
+    "failure_topic": ("mcap",),
+}
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-
-
-class EpisodeReadError(RuntimeError):
-    """An episode's files could not be read (corrupt frame, bad npz, ...)."""
-
-    def __init__(self, episode_id: str, kind: str, message: str) -> None:
-        super().__init__(f"{episode_id}: {message}")
-        self.episode_id = episode_id
-        self.kind = kind
-        self.message = message
-
-
-@dataclass
-class SourceError:
-    """A skipped input, as written to errors.jsonl."""
-
-    episode_id: str
-    kind: str  # "missing_meta", "bad_meta", "bad_steps", "zero_steps", "no_frames", ...
-    message: str
-    path: str = ""
-    stage: str = "source"
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "episode_id": self.episode_id,
-            "kind": self.kind,
-            "message": self.message,
-            "path": self.path,
-        }
-
-
-@dataclass
-class Episode:
-    """One failure trajectory, with frames loaded on demand.
-
-    `frame_steps[i]` is the step index of frame i (None when the source has no
-    step log); `failure_index` is the frame of the failure. Frame indices in
-    keyframes.jsonl are positions in this frame list.
-    """
-
-    episode_id: str
-    kind: str
-    path: Path
-    num_frames: int
-    failure_index: int
-    meta: dict[str, Any] = field(default_factory=dict)  # a validated EpisodeMeta, as a dict
-    steps: list[dict[str, Any]] = field(default_factory=list)  # validated StepRecords, as dicts
-    frame_steps: list[int | None] = field(default_factory=list)
-    frame_paths: list[Path] = field(default_factory=list)  # empty for video
-    channel_paths: list[Path | None] = field(default_factory=list)  # per frame, episode format only
-    _video_frames: list[np.ndarray] | None = None  # decoded frames of a video source
-
-    def load_frame(self, index: int) -> np.ndarray:
-        """RGB frame `index` as an (H, W, 3) uint8 array."""
-        if not 0 <= index < self.num_frames:
-            raise IndexError(f"{self.episode_id}: frame {index} outside 0..{self.num_frames - 1}")
-        if self._video_frames is not None:
-            return self._video_frames[index]
-        path = self.frame_paths[index]
-        try:
-            with Image.open(path) as img:
-                return np.asarray(img.convert("RGB"))
-        except Exception as e:
-            raise EpisodeReadError(
-                self.episode_id, "unreadable_frame", f"cannot read {path.name}: {e}"
-            ) from e
-
-    def frame_png(self, index: int) -> bytes:
-        """Frame `index` encoded as PNG (what a vision model receives)."""
-        buf = io.BytesIO()
-        Image.fromarray(self.load_frame(index)).save(buf, format="PNG")
-        return buf.getvalue()
-
-    def load_channels(self, index: int) -> dict[str, np.ndarray]:
-        """The channel arrays (depth, semantic, instance...) of frame `index`; {} when absent."""
-        if index >= len(self.channel_paths) or self.channel_paths[index] is None:
-            return {}
-        path = self.channel_paths[index]
-        try:
-            with np.load(path) as npz:
-                return {name: npz[name] for name in npz.files}
-        except Exception as e:
-            raise EpisodeReadError(
-                self.episode_id, "unreadable_channels", f"cannot read {path.name}: {e}"
-            ) from e
-
-    def step_record(self, frame_index: int) -> dict[str, Any] | None:
-        """The steps.jsonl record of frame `frame_index`, when there is a step log."""
-        if frame_index >= len(self.frame_steps):
-            return None
-        step = self.frame_steps[frame_index]
-        if step is None or not 0 <= step < len(self.steps):
-            return None
-        return self.steps[step]
-
-
-@runtime_checkable
-class EpisodeSource(Protocol):
-    """Yields episodes (or the reason one was skipped), in a stable order."""
-
-    kind: str
-
-    def scan(self) -> Iterator[Episode | SourceError]: ...
-
-
-@runtime_checkable
-class ExplanationSource(Protocol):
-    """Yields ready-made explanations (a run over it starts at discovery)."""
-
-    kind: str
-
-    def scan(self) -> Iterator[Explanation | SourceError]: ...
 
 
 # --------------------------------------------------------------------------- episode format
@@ -228,30 +146,25 @@ class EpisodeFolderSource:
         if not frames:
             return SourceError(eid, "no_frames", "no frames/*.png", str(folder / FRAMES_DIR))
         frame_steps = [f.step for f in frames]
+        if steps:
+            failure = _failure_frame(meta.failure_step, frame_steps)
+        else:  # a frames-only episode (a converted log): failure_step counts frames
+            last = len(frames) - 1
+            failure = last if meta.failure_step is None else min(max(meta.failure_step, 0), last)
+        domain = getattr(meta, "domain", None)  # converters record the source's domain
         return Episode(
             episode_id=meta.episode_id,
             kind=self.kind,
             path=folder,
             num_frames=len(frames),
-            failure_index=_failure_frame(meta.failure_step, frame_steps),
+            failure_index=failure,
+            domain=domain if domain in DOMAINS else "navigation",
             meta=meta.model_dump(),
             steps=[s.model_dump() for s in steps],
             frame_steps=frame_steps,
             frame_paths=[f.path for f in frames],
             channel_paths=[f.channels_path for f in frames],
         )
-
-
-def _failure_frame(failure_step: int | None, frame_steps: list[int | None]) -> int:
-    """The last frame at or before the failure step (last frame when unknown)."""
-    last = len(frame_steps) - 1
-    if failure_step is None:
-        return last
-    best = None
-    for i, step in enumerate(frame_steps):
-        if step is not None and step <= failure_step:
-            best = i
-    return last if best is None else best
 
 
 # --------------------------------------------------------------------------- image folders
@@ -286,19 +199,27 @@ class ImageFolderSource:
 
 
 class VideoSource:
-    """One video file per trajectory (PyAV); the failure is the last frame.
+    """One video file per trajectory (PyAV); the failure is at the end of the clip, or at
+    the time (or frame) a labels CSV gives (`source.labels_path`).
 
-    Frames are decoded once, resampled to at most `sample_fps_hz`, and kept in
-    memory for the episode, so very long videos should be cut around the
-    failure first.
+    The scan reads packet times only (no decoding): frames are resampled to at most
+    `sample_fps_hz`, cut `AFTER_FAILURE_S` after a labelled failure, the last
+    `max_frames` kept, and decoded when a stage first reads the episode (the last
+    two episodes' frames stay cached). A file that cannot be opened is a
+    `SourceError`; one that breaks off mid-way an `EpisodeReadError` when read.
     """
 
     kind = "video"
+    domain = "navigation"
 
-    def __init__(self, root: Path, sample_fps_hz: float, max_frames: int) -> None:
+    def __init__(self, root: Path, sample_fps_hz: float, max_frames: int,
+                 labels_path: str | None = None) -> None:
         self.root = root
         self.sample_fps_hz = sample_fps_hz
         self.max_frames = max_frames
+        self.labels: dict[str, FailureLabel] = read_labels(labels_path) if labels_path else {}
+        self._decoder = SegmentDecoder()
+        self._frames = FrameCache(2)
 
     def scan(self) -> Iterator[Episode | SourceError]:
         files = (
@@ -310,38 +231,69 @@ class VideoSource:
         )
         for path in files:
             try:
-                frames = self._decode(path)
+                times = self._packet_times(path)
             except Exception as e:  # noqa: BLE001 - PyAV/FFmpeg raise many types for corrupt files
                 yield SourceError(path.stem, "unreadable_video", f"cannot decode: {e}", str(path))
                 continue
-            if not frames:
+            if not times:
                 yield SourceError(path.stem, "no_frames", "video holds no frames", str(path))
                 continue
-            yield Episode(
-                episode_id=path.stem,
-                kind=self.kind,
-                path=path,
-                num_frames=len(frames),
-                failure_index=len(frames) - 1,
-                frame_steps=[None] * len(frames),
-                _video_frames=frames,
-            )
+            yield self._episode(path, times)
 
-    def _decode(self, path: Path) -> list[np.ndarray]:
+    def _episode(self, path: Path, times: list[float]) -> Episode | SourceError:
+        label = lookup(self.labels, path.name)
+        if label is not None and not label.failed:
+            return SourceError(path.stem, "skipped_outcome", "labelled success", str(path))
+        fail_t = None
+        if label is not None and label.failure_frame is not None:
+            fail_t = times[min(max(label.failure_frame, 0), len(times) - 1)]
+        elif label is not None:
+            fail_t = None if label.failure_time_s is None else times[0] + label.failure_time_s
+        end = None if fail_t is None else fail_t + AFTER_FAILURE_S
+        keep = sample_times(times, self.sample_fps_hz, self.max_frames, end)
+        kept = [times[i] for i in keep]
+        key = str(path)
+
+        def load(i: int) -> np.ndarray:
+            return self._frames.get(key, lambda: self._decoder.frames_at(path, kept))[i]
+
+        return Episode(
+            episode_id=path.stem,
+            kind=self.kind,
+            path=path,
+            num_frames=len(kept),
+            failure_index=failure_frame_at(fail_t, kept),
+            meta={
+                "episode_id": path.stem,
+                "source": f"{self.kind} {path.suffix.lstrip('.')}",
+                "outcome": label.outcome if label is not None else "failure",
+                "domain": self.domain,
+                "frame_times_s": [round(t - times[0], 4) for t in kept],
+            },
+            frame_steps=[None] * len(kept),
+            frame_loader=load,
+            domain=self.domain,
+        )
+
+    @staticmethod
+    def _packet_times(path: Path) -> list[float]:
+        """Presentation times (s) of the video packets, sorted, read without decoding."""
         import av
 
-        frames: list[np.ndarray] = []
-        next_t = 0.0
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else next_t
-                if self.sample_fps_hz > 0 and t + 1e-9 < next_t:
-                    continue
-                frames.append(frame.to_ndarray(format="rgb24"))
-                next_t = t + (1.0 / self.sample_fps_hz if self.sample_fps_hz > 0 else 0.0)
-        # The failure is at the end: keep the last frames when the video is long.
-        return frames[-self.max_frames :] if self.max_frames > 0 else frames
+            base = stream.time_base
+            times = sorted(
+                float(p.pts * base) for p in container.demux(stream) if p.pts is not None and p.size
+            )
+        return times
+
+
+class DashcamSource(VideoSource):
+    """Dashcam clips (a folder of videos), explained with the driving prompt pack."""
+
+    kind = "dashcam"
+    domain = "driving"
 
 
 # --------------------------------------------------------------------------- ready-made explanations
@@ -427,8 +379,9 @@ class GivenExplanationSource:
 SUPPORTED_INPUTS = (
     "a folder of episodes (each a folder with meta.json, docs/EPISODE_FORMAT.md) or one episode "
     f"folder; a folder of videos ({', '.join(VIDEO_SUFFIXES)}) or one video; a folder with one "
-    f"subfolder of images ({', '.join(IMAGE_SUFFIXES)}) per trajectory; or a CSV/JSONL of "
-    "explanations"
+    f"subfolder of images ({', '.join(IMAGE_SUFFIXES)}) per trajectory (with task.txt/plan.txt: "
+    "manipulation runs); a LeRobot v2.1/v3 dataset folder (meta/info.json); ROS 2 bags "
+    "(*.mcap files or rosbag2 folders); or a CSV/JSONL of explanations (docs/INPUTS.md)"
 )
 
 
@@ -446,6 +399,8 @@ def detect_kind(path: Path) -> str:
             return "explanations"
         if suffix in VIDEO_SUFFIXES:
             return "video"
+        if suffix == ".mcap":
+            return "mcap"
         raise ValueError(
             f"{path}: cannot tell the source kind from {suffix!r}; supported inputs: "
             f"{SUPPORTED_INPUTS}. Or set source.kind"
@@ -457,12 +412,23 @@ def detect_kind(path: Path) -> str:
     children = sorted(path.iterdir())
     if (path / META_FILE).is_file():
         return "episodes"
+    if is_lerobot_dataset(path):
+        return "lerobot"
+    if (path / "metadata.yaml").is_file() and any(path.glob("*.mcap")):
+        return "mcap"
+    if is_manipulation_run(path):
+        return "manipulation"
     folders = [c for c in children if c.is_dir()]
     files = [c for c in children if c.is_file()]
     if any((c / META_FILE).is_file() for c in folders):
         return "episodes"
     if any(c.suffix.lower() in VIDEO_SUFFIXES for c in files):
         return "video"
+    if find_bags(path):
+        return "mcap"
+    if any(is_manipulation_run(c) and _holds_images(c / FRAMES_DIR if (c / FRAMES_DIR).is_dir()
+                                                    else c) for c in folders):
+        return "manipulation"
     if any(_holds_images(c) for c in folders):
         return "image_folders"
     raise ValueError(
@@ -511,10 +477,58 @@ def make_source(
     if not root.exists():
         raise ValueError(f"{root} does not exist")
     kind = detect_kind(root) if cfg.kind == "auto" else cfg.kind
+    unused = [k for k, kinds in KIND_OPTIONS.items() if getattr(cfg, k) is not None and kind not in kinds]
+    if unused:
+        uses = "; ".join(f"source.{k} is for {', '.join(KIND_OPTIONS[k])}" for k in unused)
+        raise ValueError(f"{root} is read as source kind {kind!r}, which does not use {uses}. "
+                         "Remove the option, or set source.kind if the guess is wrong")
     if kind == "episodes":
         return EpisodeFolderSource(root, list(cfg.outcomes))
     if kind == "image_folders":
         return ImageFolderSource(root)
-    if kind == "video":
-        return VideoSource(root, cfg.video_sample_fps_hz, cfg.video_max_frames)
+    if kind in ("video", "dashcam"):
+        cls = DashcamSource if kind == "dashcam" else VideoSource
+        return cls(root, cfg.video_sample_fps_hz, cfg.video_max_frames, cfg.labels_path)
+    if kind == "manipulation":
+        return ManipulationRunSource(root, cfg.labels_path)
+    if kind == "lerobot":
+        return LeRobotSource(
+            root,
+            camera_key=cfg.camera_key,
+            success_column=cfg.success_column,
+            labels_path=cfg.labels_path,
+            sample_fps_hz=cfg.video_sample_fps_hz,
+            max_frames=cfg.video_max_frames,
+        )
+    if kind == "mcap":
+        return McapSource(
+            root,
+            image_topic=cfg.image_topic,
+            odom_topic=cfg.odom_topic,
+            failure_topic=cfg.failure_topic,
+            labels_path=cfg.labels_path,
+            sample_fps_hz=cfg.video_sample_fps_hz,
+            max_frames=cfg.video_max_frames,
+        )
     return GivenExplanationSource(root, cfg.writer_column)
+
+
+__all__ = [
+    "DOMAINS",
+    "SOURCE_KINDS",
+    "DashcamSource",
+    "Episode",
+    "EpisodeFolderSource",
+    "EpisodeReadError",
+    "EpisodeSource",
+    "ExplanationSource",
+    "GivenExplanationSource",
+    "ImageFolderSource",
+    "LeRobotSource",
+    "ManipulationRunSource",
+    "McapSource",
+    "SourceError",
+    "VideoSource",
+    "detect_kind",
+    "make_source",
+]
