@@ -51,7 +51,7 @@ from failtax.discovery.common import (
     rounded,
 )
 from failtax.discovery.config import DiscoveryConfig
-from failtax.discovery.writers import WriterView, centre_by_group, writer_view
+from failtax.discovery.writers import centre_by_group
 from failtax.types import Explanation, Mode, Taxonomy
 from serving.protocol import LLMBackend
 
@@ -167,7 +167,7 @@ class ClusterThenName(StrategyBase):
                 modes=[], strategy=self.name,
                 notes={"skipped_empty": len(explanations), "decided_by": {}, "errors": []},
             )
-        view = self._writer_view(kept)
+        view = self.writer_view(kept)
         if view is not None:
             texts = view.texts
         x = self.embedder.embed(texts)
@@ -211,32 +211,9 @@ class ClusterThenName(StrategyBase):
             "mode_vectors": {"embedder": self.embedder.name, "kind": "centroid",
                              "vectors": {m.name: rounded(v) for m, v in zip(modes, self._centroids)}},
             "members": {m.name: mem for m, mem in zip(modes, self._members)},
-            "writer_invariance": view.notes() if view is not None else {"used": False},
         }
-        if view is not None:
-            notes["writer_invariance"]["used"] = True
-            notes["decided_by"]["writer_invariance"] = (
-                f"code: {view.notes()['boilerplate_segments']} boilerplate segments stripped from "
-                f"{view.stripped_texts}/{len(kept)} texts; "
-                + (f"features centred per writer ({view.writers} writers, "
-                   + ("named by the source's writer column)" if view.writers_from == "column"
-                      else "found from boilerplate)")
-                   if view.writers >= 2 else "one writer found, no centring")
-            )
+        self.note_writer_view(notes, view, len(kept), centred=True)
         return Taxonomy(modes=modes, strategy=self.name, notes=notes)
-
-    def _writer_view(self, kept: list[Explanation]) -> WriterView | None:
-        """Boilerplate-stripped texts and writers (None when writer invariance is off)."""
-        cfg = self.cfg
-        on = cfg.writer_invariance == "on" or (
-            cfg.writer_invariance == "auto" and sum(e.input_mode == "given" for e in kept) * 2 > len(kept)
-        )
-        if not on:
-            return None
-        raw = [f"{e.trajectory}\n{e.failure_reason}" if cfg.include_trajectory and e.trajectory.strip()
-               else e.failure_reason for e in kept]
-        return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share,
-                           writers=[e.writer for e in kept])
 
     def _features(self, x: np.ndarray, texts: list[str]) -> np.ndarray:
         """What is clustered (see DiscoveryConfig.features); rows L2-normalised."""
