@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import derive_seed
-from failtax.answers import mode_answer_for
+from failtax.answers import grouping_answer_for, mode_answer_for
 from failtax.discovery.common import (
     CallLog,
     StrategyBase,
@@ -159,7 +159,9 @@ class ClusterThenName(StrategyBase):
         """
         cfg = self.cfg
         self.call_log = CallLog()
-        self._prompt_text = load_prompt(cfg.name_prompt) if backend is not None and cfg.use_model_names else ""
+        self._prompt_text = "\n".join(
+            load_prompt(f) for f in (cfg.name_prompt, *([cfg.refine_prompt] if cfg.refine else []))
+        ) if backend is not None and cfg.use_model_names else ""
         kept = [e for e in explanations if explanation_text(e, cfg.include_trajectory)]
         texts = [explanation_text(e, cfg.include_trajectory) for e in kept]
         if not texts:
@@ -178,7 +180,17 @@ class ClusterThenName(StrategyBase):
             clustering = choose_clusters(features, cfg)
         clusters = _ClusterSet(x, clustering.labels, texts, kept, cfg)
         use_model = backend is not None and cfg.use_model_names
-        proposals = await self._name_all(clusters, backend) if use_model else [None] * clusters.k
+        refined: dict[str, Any] = {"used": False}
+        proposals: list[dict | None] = [None] * clusters.k
+        if use_model and cfg.refine and clusters.k >= 2:
+            grouping, refined = await self._refine(clusters, backend)
+            if grouping is not None:
+                labels, proposals = grouping
+                clusters = _ClusterSet(x, labels, texts, kept, cfg)
+        if use_model:
+            unnamed = [c for c in range(clusters.k) if proposals[c] is None]
+            for c, p in zip(unnamed, await self._name_all(clusters, backend, unnamed)):
+                proposals[c] = p
         modes, named = self._modes(clusters, proposals)
         modes, merged = self._merge(modes, clusters)
         n_model_names = sum(m.named_by == "model" for m in modes)
@@ -187,14 +199,18 @@ class ClusterThenName(StrategyBase):
             "clustering": cfg.clustering,
             "features": cfg.features,
             "k": clustering.k,
+            "refine": refined,
             "k_chosen_by": clustering.k_chosen_by,
             "silhouette": {str(k): v for k, v in clustering.silhouette.items()},
             "merged": merged,
             "skipped_empty": len(explanations) - len(kept),
             "decided_by": {
-                "clusters": f"{_FEATURES[cfg.features]} ({self.embedder.name}) + {cfg.clustering}",
-                "number_of_modes": {"user": "user (discovery.num_modes)", "silhouette": "silhouette search",
-                                    "size": "number of explanations"}[clustering.k_chosen_by],
+                "clusters": f"{_FEATURES[cfg.features]} ({self.embedder.name}) + {cfg.clustering}"
+                + (f"; the model grouped the {clustering.k} clusters into {clusters.k} modes by cause"
+                   if refined["used"] else ""),
+                "number_of_modes": ("model (merging the clusters), within " if refined["used"] else "")
+                + {"user": "user (discovery.num_modes)", "silhouette": "silhouette search",
+                   "size": "number of explanations"}[clustering.k_chosen_by],
                 "names": f"model {n_model_names}/{len(modes)}, keywords {len(modes) - n_model_names}/{len(modes)}",
                 "descriptions": f"model {named['descriptions_model']}/{clusters.k}, "
                 f"code {clusters.k - named['descriptions_model']}/{clusters.k} (before merging)",
@@ -227,7 +243,70 @@ class ClusterThenName(StrategyBase):
 
     # ------------------------------------------------------------------ naming
 
-    async def _name_all(self, clusters: _ClusterSet, backend: LLMBackend) -> list[dict | None]:
+    async def _refine(
+        self, clusters: _ClusterSet, backend: LLMBackend
+    ) -> tuple[tuple[np.ndarray, list[dict | None]] | None, dict[str, Any]]:
+        """One call: the model groups the clusters into modes by cause and names them.
+
+        Returns ((labels of the explanations by mode, the model's mode per label, None for a
+        cluster the model left out, which keeps its own label and is named on its own), notes),
+        or (None, notes) when the answer cannot be used (the notes say why).
+        """
+        cfg = self.cfg
+        k = clusters.k
+        template = load_prompt(cfg.refine_prompt)
+        answer = grouping_answer_for(cfg, k)
+        max_tokens = cfg.mode_max_tokens() * min(cfg.max_modes, k) + 4 * k + 32
+        samples = cfg.refine_samples
+        while True:
+            listing = "\n".join(
+                f"[{c + 1}] ({clusters.size(c)} explanations) words: {', '.join(clusters.keywords[c][:4]) or '-'}\n"
+                + "\n".join(f"  - {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)[:samples])
+                for c in range(k)
+            )
+            prompt = fill(template, groups=listing, max_modes=min(cfg.max_modes, k),
+                          name_max_words=cfg.name_max_words, max_keywords=cfg.max_keywords)
+            if len(prompt) / cfg.chars_per_token + max_tokens <= cfg.context_tokens or samples == 1:
+                break
+            samples -= 1
+        notes: dict[str, Any] = {"used": False, "clusters": k, "samples_per_cluster": samples}
+        if len(prompt) / cfg.chars_per_token + max_tokens > cfg.context_tokens:
+            notes["skipped"] = f"the review of {k} clusters does not fit context_tokens={cfg.context_tokens}"
+            return None, notes
+        parsed, _ = await call_json(
+            backend, prompt, answer, max_tokens=max_tokens, temperature=cfg.temperature,
+            seed=derive_seed(cfg.seed, "refine") % (2**31), purpose="refine_clusters", call_log=self.call_log,
+        )
+        if not isinstance(parsed, dict):
+            notes["skipped"] = "no usable answer (see errors); each cluster is named on its own"
+            return None, notes
+        owner: dict[int, int] = {}
+        proposals: list[dict] = []
+        for p in parsed["modes"]:
+            mine = [g - 1 for g in p["groups"] if g - 1 not in owner]
+            if not mine:
+                continue
+            for g in mine:
+                owner[g] = len(proposals)
+            proposals.append({kk: v for kk, v in p.items() if kk != "groups"})
+        lo, _ = cfg.target_modes
+        left_out = [c for c in range(k) if c not in owner]
+        n_modes = len(proposals) + len(left_out)
+        notes.update({"modes": len(proposals), "left_out": [c + 1 for c in left_out],
+                      "groups": [[c + 1 for c in range(k) if owner.get(c) == m] for m in range(len(proposals))]})
+        if n_modes < lo:
+            self.call_log.degenerate["refine:too_few_modes"] += 1
+            notes["skipped"] = f"the model's {n_modes} modes are fewer than min_modes={lo}; clusters kept"
+            return None, notes
+        for c in left_out:  # a cluster the model did not place stays a mode of its own
+            owner[c] = len(proposals)
+            proposals.append(None)
+        labels = np.array([owner[int(c)] for c in clusters.labels], dtype=int)
+        notes["used"] = True
+        return (labels, proposals), notes
+
+    async def _name_all(self, clusters: _ClusterSet, backend: LLMBackend, which: list[int]) -> list[dict | None]:
+        """Name the clusters `which`, one call each (answers in that order)."""
         cfg = self.cfg
         template = load_prompt(cfg.name_prompt)
         answer = mode_answer_for(cfg, with_percent=False)
@@ -235,7 +314,7 @@ class ClusterThenName(StrategyBase):
         # answer is cut even when a small model writes odd strings.
         naming_tokens = cfg.mode_max_tokens(chars_per_token=1.0)
         limiter = asyncio.Semaphore(cfg.concurrency)
-        bar = tqdm(total=clusters.k, desc="naming clusters", unit="cluster", disable=clusters.k < 4)
+        bar = tqdm(total=len(which), desc="naming clusters", unit="cluster", disable=len(which) < 4)
 
         async def one(c: int) -> dict | None:
             prompt = fill(
@@ -255,7 +334,7 @@ class ClusterThenName(StrategyBase):
             return parsed if isinstance(parsed, dict) else None
 
         try:
-            return list(await asyncio.gather(*(one(c) for c in range(clusters.k))))
+            return list(await asyncio.gather(*(one(c) for c in which)))
         finally:
             bar.close()
 

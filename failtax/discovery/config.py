@@ -77,6 +77,11 @@ class DiscoveryConfig(StrictModel):
     neighbour_clusters: int = Field(2, ge=0)
     # samples shown per neighbour cluster
     neighbour_samples: int = Field(2, ge=0)
+    # the model reviews the clusters in one call: merges the ones that share a cause and names
+    # the modes (the grouping becomes the model's decision; code only proposes the clusters)
+    refine: bool = True
+    # examples shown per cluster in the review call
+    refine_samples: int = Field(3, ge=1)
     # merge two modes whose "name: description" embeddings are at least this similar
     merge_name_similarity: float = Field(0.9, ge=0.0, le=1.0)
     # merge two clusters whose centroids are at least this similar
@@ -88,6 +93,7 @@ class DiscoveryConfig(StrictModel):
     rephrase_prompt: str = "discover_rephrase.txt"
     aggregate_prompt: str = "discover_aggregate.txt"
     name_prompt: str = "name_cluster.txt"
+    refine_prompt: str = "refine_clusters.txt"
     # --- ensemble
     # extra ensemble members (instruction files) used before model-written rephrasings
     ensemble_prompts: list[str] = Field(default_factory=list)
