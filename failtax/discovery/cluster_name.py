@@ -265,6 +265,7 @@ class ClusterThenName(StrategyBase):
                 for c in range(k)
             )
             prompt = fill(template, groups=listing, max_modes=min(cfg.max_modes, k),
+                          min_modes=min(cfg.target_modes[0], k),
                           name_max_words=cfg.name_max_words, max_keywords=cfg.max_keywords)
             if len(prompt) / cfg.chars_per_token + max_tokens <= cfg.context_tokens or samples == 1:
                 break
