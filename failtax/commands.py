@@ -168,18 +168,45 @@ def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages,
     help="Override a value of the run's config, e.g. --set assignment.method=embedding.",
 )
 @_with_backend_options
+@click.option(
+    "--edits",
+    "edits_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A person's edits (edits.json exported from the report's edit mode, or YAML): rename, "
+         "merge, split, move, not a failure. Writes a NEW run folder (--out); RUN_DIR is not changed.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --edits: the new run folder (default: RUN_DIR-edited beside RUN_DIR).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log the stage's start and finish.")
-def assign(run_dir, sets, base_url, embedded, model, verbose):
+def assign(run_dir, sets, base_url, embedded, model, edits_file, out_dir, verbose):
     """Assign the explanations of RUN_DIR to its taxonomy (again).
 
     Rewrites assignments.jsonl and the assigned frequencies in taxonomy.json,
     e.g. after editing taxonomy.json by hand or to try another assignment
     method with --set. Cached calls are not repeated.
+
+    With --edits FILE, applies a person's edits of the taxonomy instead (no model
+    call): the edited taxonomy, assignments, the edits and a report go to a new run
+    folder, and RUN_DIR stays as it was (docs/BROWSER.md).
+
+    \b
+        failtax assign runs/a --edits edits.json --out runs/a-edited
     """
     from failtax.config import PipelineConfig
     from failtax.pipeline import Run, failed_calls_message
 
     _setup_logging(verbose)
+    if edits_file is not None:
+        _apply_edits(run_dir, edits_file, out_dir, bool(sets or base_url or embedded or model))
+        return
+    if out_dir is not None:
+        raise click.UsageError("--out goes with --edits (a plain assign rewrites RUN_DIR)")
     base = _run_config(run_dir)
     overrides = parse_sets(sets)
     if base_url:
@@ -196,6 +223,22 @@ def assign(run_dir, sets, base_url, embedded, model, verbose):
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary, indent=2, sort_keys=True))
     _exit_on_failed_calls(failed_calls_message(summary, run_dir))
+
+
+def _apply_edits(run_dir: Path, edits_file: Path, out_dir: Path | None, other_options: bool) -> None:
+    from failtax.edits import EditsError, apply_edits
+    from failtax.report import write_report
+
+    if other_options:
+        raise click.UsageError("--edits applies a person's decisions without a model; "
+                               "drop --set / --base-url / --embedded / --model")
+    out = out_dir or run_dir.with_name(run_dir.name + "-edited")
+    try:
+        apply_edits(run_dir, edits_file, out)
+    except (EditsError, FileExistsError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    write_report(out)
+    click.echo(f"edited run: {out} (report: {out / 'report.html'}); {run_dir} is unchanged")
 
 
 # Exit status of a finished run some of whose results are fallbacks from failed model calls.

@@ -7,6 +7,11 @@ assigned and reported frequencies (bar plot), example episodes per mode with
 their key frames, what a model decided versus code, degenerate output and
 errors, and the evaluation tables when evaluation.json exists. Reads only the run folder and the episode
 frames that keyframes.jsonl points at (never ground truth).
+
+The page also carries the taxonomy editor (docs/BROWSER.md): an inline script
+over a JSON block of the modes and every assigned episode, which records a
+person's edits and exports edits.json for `failtax assign RUN --edits`. An
+edited run's report lists those edits and the modes marked not a failure.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from PIL import Image
 from common import atomic_write_text, read_jsonl
 from common.html import png_data_uri, render_page
 from failtax.config import SourceConfig
+from failtax.edits import EDITS_SCHEMA_VERSION, read_run_edits, run_fingerprint
 from failtax.sources import make_source
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
 
@@ -33,6 +39,8 @@ log = logging.getLogger(__name__)
 EXAMPLES_PER_MODE = 3
 FRAMES_PER_EXAMPLE = 4
 THUMB_PX = 160
+# Characters of an explanation the editor shows beside each episode.
+EDITOR_REASON_CHARS = 160
 
 def _read_json(path: Path) -> Any | None:
     try:
@@ -168,6 +176,8 @@ def _decided(taxonomy: Taxonomy, explanations: list[Explanation]) -> list[tuple[
     assign_notes = taxonomy.notes.get("assignment") or {}
     if assign_notes:
         rows.append(("assignment", f"{assign_notes.get('method')} — {assign_notes.get('decided_by')}"))
+    if (taxonomy.notes.get("edits") or {}).get("summary"):
+        rows.append(("edits by a person", str(taxonomy.notes["edits"]["summary"])))
     return rows
 
 
@@ -267,6 +277,9 @@ def _markdown(run, taxonomy, explanations, assignments, examples, by_id, decided
         for a in examples.get(m.name, [])[:EXAMPLES_PER_MODE]:
             e = by_id.get(a.episode_id)
             lines.append(f"- `{a.episode_id}`: {e.failure_reason if e else '(no explanation)'}")
+    edits = read_run_edits(run)
+    if edits:
+        lines += ["", "## Edits by a person (edits.json)", ""] + [f"{i}. {e}" for i, e in enumerate(edits, 1)]
     lines += ["", "## What a model decided", ""]
     lines += [f"- **{k}**: {v}" for k, v in decided] or ["- (nothing recorded)"]
     lines += ["", "## Errors and degenerate output", ""]
@@ -295,6 +308,9 @@ def _html(run, taxonomy, explanations, assignments, examples, by_id, keyframes, 
                           "thumbs": frames.thumbs(keyframes.get(a.episode_id))}
                          for a in examples.get(name, [])[:EXAMPLES_PER_MODE]],
         })
+    edit_notes = taxonomy.notes.get("edits") or {}
+    for section in sections:
+        section["edited"] = ((edit_notes.get("modes") or {}).get(section["name"]) or {}).get("changes", [])
     models = (run_config.get("models") or {}) if isinstance(run_config, dict) else {}
     return render_page(
         "failtax", "run_report.html",
@@ -305,4 +321,26 @@ def _html(run, taxonomy, explanations, assignments, examples, by_id, keyframes, 
         evaluation=[list(r) for r in _eval_rows(evaluation)] if evaluation else [],
         labels_source=str(evaluation.get("labels_source") or "") if evaluation else "",
         models=", ".join(f"{k}={v}" for k, v in models.items()),
+        edits=read_run_edits(run), not_a_failure=[[d.get("name", "?"), d.get("reason") or "–", ", ".join(d.get("episodes") or [])]
+                                         for d in edit_notes.get("not_a_failure") or []],
+        editor_data=_editor_data(run, taxonomy, assignments, by_id),
     )
+
+
+def _editor_data(run: Path, taxonomy: Taxonomy, assignments: list[Assignment],
+                 by_id: dict[str, Explanation]) -> dict[str, Any]:
+    """What the page's taxonomy editor works on: the modes and every assigned episode."""
+    def reason(eid: str) -> str:
+        e = by_id.get(eid)
+        text = " ".join((e.failure_reason if e else "").split())
+        return text if len(text) <= EDITOR_REASON_CHARS else text[: EDITOR_REASON_CHARS - 1] + "…"
+
+    return {
+        "schema_version": EDITS_SCHEMA_VERSION,
+        "run_name": run.name,
+        "fingerprint": run_fingerprint(taxonomy, assignments),
+        "outlier": OUTLIER,
+        "modes": [{"name": m.name, "description": m.description, "named_by": m.named_by} for m in taxonomy.modes],
+        "episodes": [[a.episode_id, a.modes, reason(a.episode_id)]
+                     for a in sorted(assignments, key=lambda a: a.episode_id)],
+    }

@@ -31,6 +31,8 @@ EXPLANATIONS_FILE = "explanations.jsonl"
 TAXONOMY_FILE = "taxonomy.json"
 ASSIGNMENTS_FILE = "assignments.jsonl"
 ERRORS_FILE = "errors.jsonl"
+# A person's edits of the taxonomy, kept with the edited run they made (failtax/edits.py).
+EDITS_FILE = "edits.json"
 
 # Builds (or returns) the run's model backend; stages call it only when they need a model,
 # so a run that needs none starts no server.
@@ -152,6 +154,7 @@ def _error_key(r: dict[str, Any]) -> tuple[str, str, str]:
 __all__ = [
     "ASSIGNMENTS_FILE",
     "CONFIG_FILE",
+    "EDITS_FILE",
     "ERRORS_FILE",
     "EXPLANATIONS_FILE",
     "KEYFRAMES_FILE",

@@ -11,6 +11,9 @@ from common import append_jsonl, atomic_write_json
 from failtax.report import write_report
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Mode, Taxonomy
 
+# The report's only scripts: the taxonomy editor's JSON data block and its inline code.
+EDITOR_SCRIPTS = ['<script type="application/json" id="failtax-data">', "<script>"]
+
 
 def _run(tmp_path, episodes, *, with_eval=False):
     run = tmp_path / "run"
@@ -48,7 +51,8 @@ def test_report_is_self_contained_with_frames(tmp_path, tiny_episodes):
     # every image is inline; nothing is fetched from elsewhere
     srcs = re.findall(r"src='([^']*)'", page)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "<link" not in page and "<script" not in page
+    # no script but the page's own inline taxonomy editor (its data block and code)
+    assert "<link" not in page and re.findall(r"<script[^>]*>", page) == EDITOR_SCRIPTS
     assert len(srcs) >= 1 + 3  # the frequency plot plus key frames of at least one example
     assert "glass collisions" in page and "named by keywords" in page
     assert "&lt;b&gt;something&lt;/b&gt;" in page  # model text is escaped
@@ -81,5 +85,6 @@ def test_model_written_names_cannot_inject_markup(tmp_path, tiny_episodes):
     (run / "taxonomy.json").write_text(doc)
     _, html_path = write_report(run)
     page = html_path.read_text()
-    assert "<script" not in page
+    assert "<script>alert" not in page and re.findall(r"<script[^>]*>", page) == EDITOR_SCRIPTS
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "\\u003cscript\\u003ealert(1)" in page  # the editor's JSON escapes it too
