@@ -258,6 +258,11 @@ def recipe_names() -> list[str]:
     return sorted(_RECIPES)
 
 
+def recipe_window(name: str) -> int:
+    """The context length (tokens) the server of recipe `name` allocates."""
+    return int(_RECIPES[name].get("max_model_len_tokens", Recipe.model_fields["max_model_len_tokens"].default))
+
+
 def get_recipe(name: str) -> Recipe:
     """The recipe called `name`; a ValueError lists the valid names."""
     if name not in _RECIPES:

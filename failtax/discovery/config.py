@@ -52,7 +52,8 @@ class DiscoveryConfig(StrictModel):
     temperature: float = Field(0.0, ge=0.0)
     # discovery calls in flight at once
     concurrency: int = Field(4, ge=1)
-    # the model's context window in tokens (SmolLM2-135M: 4096); batches are sized to fit it
+    # the model's context window in tokens; batches and the review call are sized to fit it.
+    # Left unset, a pipeline takes it from the backend's recipe (1.5B: 8192, SmolLM2-135M: 4096)
     context_tokens: int = Field(4096, ge=512)
     # conservative characters per token for budgeting prompts without the tokenizer
     chars_per_token: float = Field(3.0, gt=0.5)
