@@ -216,7 +216,7 @@ class ClusterThenName(StrategyBase):
                 f"code {clusters.k - named['descriptions_model']}/{clusters.k} (before merging)",
                 "keywords": f"model {named['keywords_model']}/{clusters.k}, c-TF-IDF otherwise",
                 "reported_frequency": "code (cluster sizes)",
-                "merging": "code (embedding similarity)",
+                "merging": "model (clusters it named alike) + code (embedding similarity)",
             },
             "degenerate": dict(sorted(self.call_log.degenerate.items())),
             "calls": self.call_log.summary(),
@@ -343,6 +343,8 @@ class ClusterThenName(StrategyBase):
         cfg = self.cfg
         modes: list[Mode] = []
         taken: set[str] = set()
+        owner: dict[str, int] = {}  # a model-written name → the cluster that got it first
+        self._same_name: list[tuple[int, int]] = []  # clusters the model named alike: one mode
         stats: dict[str, Any] = {"descriptions_model": 0, "keywords_model": 0}
         # Biggest clusters choose names first, so a duplicate falls on the smaller one.
         order = sorted(range(clusters.k), key=lambda c: -clusters.size(c))
@@ -355,6 +357,10 @@ class ClusterThenName(StrategyBase):
             flags = check_name(name, sources=sources, taken=taken, max_words=cfg.name_max_words,
                                prompt=self._prompt_text) if p else ["no_answer"]
             named_by = "model"
+            if flags == ["duplicate"] and normalise_name(name) in owner:
+                # the model gave this cluster the name of a bigger one: it says they share a cause
+                self._same_name.append((owner[normalise_name(name)], c))
+                flags = []
             if flags:
                 if p:
                     for f in flags:
@@ -364,6 +370,8 @@ class ClusterThenName(StrategyBase):
                 if normalise_name(name) in taken:
                     name = f"{name} ({c + 1})"
             taken.add(normalise_name(name))
+            if named_by == "model":
+                owner.setdefault(normalise_name(name), c)
             desc = str(p.get("description", "")).strip()
             dflags = check_description(desc, sources=sources, prompt=self._prompt_text) if p \
                 else ["no_answer"]
@@ -411,7 +419,10 @@ class ClusterThenName(StrategyBase):
             text_vecs @ text_vecs.T / max(cfg.merge_name_similarity, 1e-6),
             cent @ cent.T / max(cfg.merge_centroid_similarity, 1e-6),
         )
+        for i, j in getattr(self, "_same_name", []):  # the model's own grouping goes first
+            both[i, j] = both[j, i] = 2.0 + both[i, j]
         groups = group_by_similarity(both, 1.0, min_groups=lo)
+        self._rename_duplicates(modes, groups, clusters)
         if all(len(g) == 1 for g in groups):
             return modes, []
         out: list[Mode] = []
@@ -421,7 +432,9 @@ class ClusterThenName(StrategyBase):
             g = sorted(g, key=lambda i: -clusters.size(i))
             head = modes[g[0]]
             if len(g) > 1:
-                merged_log.append({"into": head.name, "merged": [modes[i].name for i in g[1:]]})
+                same = {i for pair in getattr(self, "_same_name", []) for i in pair}
+                merged_log.append({"into": head.name, "merged": [modes[i].name for i in g[1:]],
+                                   "by": "model (named alike)" if set(g) <= same else "code (similarity)"})
                 head.reported_frequency = round(sum(modes[i].reported_frequency or 0.0 for i in g), 6)
                 kws = list(head.keywords)
                 for i in g[1:]:
@@ -435,6 +448,21 @@ class ClusterThenName(StrategyBase):
             members.append([m for i in g for m in self._members[i]])
         self._exemplars, self._centroids, self._members = exemplars, centroids, members
         return out, merged_log
+
+
+    def _rename_duplicates(self, modes: list[Mode], groups: list[list[int]], clusters: _ClusterSet) -> None:
+        """Clusters the model named alike that merging could not join (it never goes below
+        min_modes) keep apart: the smaller one falls back to its keywords."""
+        seen: set[str] = set()
+        for g in sorted(groups, key=lambda g: -max(clusters.size(i) for i in g)):
+            head = max(g, key=clusters.size)
+            norm = normalise_name(modes[head].name)
+            if norm in seen:
+                self.call_log.degenerate["name:duplicate"] += 1
+                name = keyword_name(clusters.keywords[head], self.cfg.name_max_chars, fallback=f"mode {head + 1}")
+                modes[head].name = name if normalise_name(name) not in seen else f"{name} ({head + 1})"
+                modes[head].named_by = "keywords"
+            seen.add(normalise_name(modes[head].name))
 
 
 class _ClusterSet:

@@ -428,3 +428,33 @@ def test_refine_answers_that_cannot_be_used_keep_the_clusters(data, stub_backend
     assert not tax.notes["refine"]["used"] and why in tax.notes["refine"]["skipped"]
     assert len(tax.modes) == 6 and all(m.name.startswith("lone kind") for m in tax.modes)
     assert tax.notes["calls"]["calls"] == 7
+
+
+def test_clusters_the_model_names_alike_become_one_mode(data, stub_backend_factory):
+    """A duplicate model name is the model saying two clusters share a cause: they merge
+    (the mode keeps the model's name) instead of one falling back to keywords."""
+    explanations, _ = data
+    counter = iter(range(1000))
+
+    def responder(method, messages, attempt):
+        i = next(counter)
+        name = "unseen glass panes" if i < 2 else f"failure kind {chr(97 + i)}"
+        return json.dumps({"name": name, "description": f"Distinct cause number {i} here.", "keywords": ["k"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(min_modes=3)), explanations, backend)
+    names = [m.name for m in tax.modes]
+    assert len(tax.modes) == tax.notes["k"] - 1 and names.count("unseen glass panes") == 1
+    assert all(m.named_by == "model" for m in tax.modes)
+    assert {"by": "model (named alike)"}.items() <= tax.notes["merged"][0].items()
+    assert "name:duplicate" not in tax.notes["degenerate"]
+
+
+def test_alike_names_that_cannot_merge_fall_back_to_keywords(data, stub_backend_factory):
+    explanations, _ = data
+    backend = stub_backend_factory(lambda method, messages, attempt: json.dumps(
+        {"name": "same name", "description": "Every cluster gets the same name.", "keywords": ["x"]}))
+    tax = discover(make_strategy(cfg(num_modes=4, min_modes=4)), explanations, backend)
+    assert len(tax.modes) == 4 and len({m.name for m in tax.modes}) == 4
+    assert [m.named_by for m in tax.modes].count("model") == 1
+    assert tax.notes["degenerate"]["name:duplicate"] == 3
