@@ -57,6 +57,16 @@ from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)
 
+# What the model is told when its mode name is re-asked (flags of check_name).
+NAME_FLAG_REASONS = {
+    "generic": "it names no cause (words like failure, error, collision alone)",
+    "copied_input": "it copies words of an explanation instead of naming their shared cause",
+    "copied_prompt": "it copies words of these instructions",
+    "sentence": "it is a sentence, not a short noun phrase",
+    "repetition": "it repeats words",
+    "empty": "it is empty",
+}
+
 _FEATURES = {
     "hybrid": "code: sentence embeddings + TF-IDF of content words",
     "embedding": "code: sentence embeddings",
@@ -331,6 +341,20 @@ class ClusterThenName(StrategyBase):
                 seed=derive_seed(cfg.seed, "name", c) % (2**31), purpose=f"name_cluster:{c}",
                 call_log=self.call_log, limiter=limiter,
             )
+            flags = self._name_flags(parsed, clusters, c)
+            if flags:  # asked once more, told why the name cannot be used
+                self.call_log.degenerate[f"name_retry:{flags[0]}"] += 1
+                why = NAME_FLAG_REASONS.get(flags[0], flags[0])
+                retry = (f"{prompt}\n\nYour previous name \"{parsed['name']}\" cannot be used: {why}. "
+                         f"Write a different name: a noun phrase of at most {cfg.name_max_words} words, in your "
+                         "own words, naming the cause these explanations share.")
+                again, _ = await call_json(
+                    backend, retry, answer, max_tokens=naming_tokens, temperature=cfg.temperature,
+                    seed=derive_seed(cfg.seed, "name-retry", c) % (2**31), purpose=f"name_cluster_retry:{c}",
+                    call_log=self.call_log, limiter=limiter,
+                )
+                if isinstance(again, dict) and not self._name_flags(again, clusters, c):
+                    parsed = again
             bar.update(1)
             return parsed if isinstance(parsed, dict) else None
 
@@ -338,6 +362,14 @@ class ClusterThenName(StrategyBase):
             return list(await asyncio.gather(*(one(c) for c in which)))
         finally:
             bar.close()
+
+    def _name_flags(self, parsed: Any, clusters: _ClusterSet, c: int) -> list[str]:
+        """Why the name of a naming answer cannot be used, before duplicates are known."""
+        if not isinstance(parsed, dict):
+            return []  # no answer at all: nothing to tell the model (errors are recorded)
+        sources = clusters.samples(c) + clusters.neighbour_samples(c)
+        return check_name(str(parsed.get("name", "")).strip(), sources=sources, taken=set(),
+                          max_words=self.cfg.name_max_words, prompt=self._prompt_text)
 
     def _modes(self, clusters: _ClusterSet, proposals: list[dict | None]) -> tuple[list[Mode], dict[str, Any]]:
         cfg = self.cfg

@@ -458,3 +458,22 @@ def test_alike_names_that_cannot_merge_fall_back_to_keywords(data, stub_backend_
     assert len(tax.modes) == 4 and len({m.name for m in tax.modes}) == 4
     assert [m.named_by for m in tax.modes].count("model") == 1
     assert tax.notes["degenerate"]["name:duplicate"] == 3
+
+
+def test_an_unusable_name_is_asked_once_more_with_the_reason(data, stub_backend_factory):
+    explanations, _ = data
+    counter = iter(range(1000))
+
+    def responder(method, messages, attempt):
+        text = messages[0]["content"]
+        if "cannot be used" not in text:
+            return json.dumps({"name": "failure", "description": "Generic name here.", "keywords": ["x"]})
+        assert 'Your previous name "failure" cannot be used: it names no cause' in text
+        i = next(counter)
+        return json.dumps({"name": f"cause kind {chr(97 + i)}", "description": f"Specific cause {i}.",
+                           "keywords": ["y"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(num_modes=5)), explanations, backend)
+    assert all(m.named_by == "model" and m.name.startswith("cause kind") for m in tax.modes)
+    assert tax.notes["calls"]["calls"] == 10 and tax.notes["degenerate"]["name_retry:generic"] == 5
