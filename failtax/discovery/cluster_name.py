@@ -348,8 +348,9 @@ class ClusterThenName(StrategyBase):
                 retry = (f"{prompt}\n\nYour previous name \"{parsed['name']}\" cannot be used: {why}. "
                          f"Write a different name: a noun phrase of at most {cfg.name_max_words} words, in your "
                          "own words, naming the cause these explanations share.")
-                again, _ = await call_json(
-                    backend, retry, answer, max_tokens=naming_tokens, temperature=cfg.temperature,
+                again, _ = await call_json(  # sampled: greedy decoding repeats the same name
+                    backend, retry, answer, max_tokens=naming_tokens,
+                    temperature=max(cfg.temperature, cfg.rephrase_temperature),
                     seed=derive_seed(cfg.seed, "name-retry", c) % (2**31), purpose=f"name_cluster_retry:{c}",
                     call_log=self.call_log, limiter=limiter,
                 )
