@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-tokens", type=int, default=8192, help="the served model's context window")
     p.add_argument("--llm-assign", action="store_true", help="also a row with LLM assignment (a call per report)")
     p.add_argument("--models-only", action="store_true", help="baselines and model rows only")
+    p.add_argument("--calls", help="keep the model calls in this folder (a rerun answers from it); "
+                   "default: a fresh folder, so every call is real")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "judgement_bench.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -199,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     embedder = make_text_embedder(EmbeddingConfig())
     per_seed = []
-    with tempfile.TemporaryDirectory(prefix="judgement-calls-") as calls:
-        backend = make_model_backend(args, Path(calls)) if args.base_url else None
+    with tempfile.TemporaryDirectory(prefix="judgement-calls-") as fresh:
+        backend = make_model_backend(args, Path(args.calls or fresh)) if args.base_url else None
         if backend is not None:
             result["naming"] = f"{args.model} at {args.base_url}: reviews, groups and names the clusters " \
-                "in the rows that name it (calls cached in a fresh folder: every call is real)"
+                "in the rows that name it" + (f" (calls cached in {args.calls})" if args.calls
+                                              else " (calls cached in a fresh folder: every call is real)")
         for seed in args.seeds:
             per_seed.append(run_seed(args, seed, embedder, backend))
     result["model_notes"] = MODEL_NOTES
