@@ -105,7 +105,8 @@ def make_backend(args, cache_dir: Path):
 
 def discovery_cfg(strategy: str, seed: int, args) -> DiscoveryConfig:
     return DiscoveryConfig(strategy=strategy, seed=seed, min_modes=args.min_modes, max_modes=args.max_modes,
-                           max_explanations_per_candidate=args.ensemble_sample, concurrency=args.concurrency)
+                           max_explanations_per_candidate=args.ensemble_sample, concurrency=args.concurrency,
+                           context_tokens=args.context_tokens)
 
 
 async def scale_part(args, backend, only: str) -> dict[str, Any]:
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-modes", type=int, default=10)
     p.add_argument("--ensemble-sample", type=int, default=1000, help="explanations per ensemble member")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--context-tokens", type=int, default=4096,
+                   help="the served model's context window (SmolLM2-135M 4096, the 1.5B model 8192)")
     p.add_argument("--no-bertopic", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--skip-quality", action="store_true")

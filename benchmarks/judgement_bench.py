@@ -73,15 +73,30 @@ def tfidf(texts: list[str]) -> np.ndarray:
     return TfidfVectorizer(stop_words="english", sublinear_tf=True).fit_transform(texts)
 
 
-async def failtax_discover(explanations: list[Explanation], embedder: Any, **overrides: Any) -> list[str]:
-    cfg = DiscoveryConfig(use_model_names=False, **overrides)
-    taxonomy = await make_strategy(cfg, embedder).discover(explanations, None)
-    assignments = await assign(explanations, taxonomy, None, AssignmentConfig(), embedder=embedder)
+async def failtax_discover(explanations: list[Explanation], embedder: Any, backend: Any = None,
+                           assignment: AssignmentConfig | None = None, **overrides: Any) -> list[str]:
+    """Discovery + assignment; without `backend` the model is not asked (the code's partition)."""
+    cfg = DiscoveryConfig(use_model_names=backend is not None, **overrides)
+    taxonomy = await make_strategy(cfg, embedder).discover(explanations, backend)
+    assignments = await assign(explanations, taxonomy, backend, assignment or AssignmentConfig(), embedder=embedder)
     by_id = {a.episode_id: a.modes[0] for a in assignments}
+    named = sum(m.named_by == "model" for m in taxonomy.modes)
+    MODEL_NOTES.append({"modes": [m.name for m in taxonomy.modes], "named_by_model": f"{named}/{len(taxonomy.modes)}",
+                        "refine": taxonomy.notes.get("refine"), "calls": taxonomy.notes.get("calls")})
     return [by_id[e.episode_id] for e in explanations]
 
 
-def run_seed(args: argparse.Namespace, seed: int, embedder: Any) -> dict[str, dict[str, float]]:
+MODEL_NOTES: list[dict[str, Any]] = []  # what the model decided in the runs that used one
+
+
+def make_model_backend(args: argparse.Namespace, cache_dir: Path) -> Any:
+    from serving import BackendConfig, make_backend
+
+    return make_backend(BackendConfig(kind="openai", base_url=args.base_url, model=args.model,
+                                      concurrency=8, timeout_s=900, cache_dir=str(cache_dir)))
+
+
+def run_seed(args: argparse.Namespace, seed: int, embedder: Any, backend: Any = None) -> dict[str, dict[str, float]]:
     reports = make_corpus(args.reports, num_operators=args.operators, seed=seed)
     with tempfile.TemporaryDirectory(prefix="judgement-bench-") as tmp:
         path, _ = write_corpus(reports, Path(tmp))
@@ -107,6 +122,17 @@ def run_seed(args: argparse.Namespace, seed: int, embedder: Any) -> dict[str, di
             _, assignments = bertopic_taxonomy(explanations, BertopicConfig(seed=seed), embedder=embedder)
             return [a.modes[0] for a in assignments]
         timed("bertopic", bt)
+    if backend is not None:
+        model = args.model
+        ctx = {"context_tokens": args.context_tokens}
+        timed(f"failtax discover + model review ({model})", lambda: asyncio.run(
+            failtax_discover(explanations, embedder, backend, seed=seed, **ctx)))
+        if args.llm_assign:
+            timed(f"failtax discover + model review + LLM assignment ({model})", lambda: asyncio.run(
+                failtax_discover(explanations, embedder, backend,
+                                 AssignmentConfig(method="llm", top_k_candidates=4, seed=seed), seed=seed, **ctx)))
+        if args.models_only:
+            return out
     for label, overrides in (
         ("failtax discover, writer invariance off", {"writer_invariance": "off"}),
         ("failtax discover, strip boilerplate only", {"writer_invariance": "on", "writer_min_share": 1.0}),
@@ -126,6 +152,11 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
             vals = np.array([s[name][key] for s in per_seed], dtype=float)
             out[name][key] = round(float(vals.mean()), 4)
             out[name][key + "_std"] = round(float(vals.std()), 4)
+            if len(vals) >= 2 and key in ("cause_nmi", "operator_nmi"):
+                from scipy import stats
+
+                half = stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / np.sqrt(len(vals))
+                out[name][key + "_t95"] = [round(float(vals.mean() - half), 4), round(float(vals.mean() + half), 4)]
     return out
 
 
@@ -135,6 +166,8 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
     for name, s in summary.items():
         print(f"{name:<50} {s['cause_nmi']:>10.3f} {s['operator_nmi']:>10.3f} {s['cause_ari']:>10.3f} "
               f"{s['operator_ari']:>10.3f} {s['clusters']:>5.1f}")
+        if "cause_nmi_t95" in s:
+            print(f"{'':<50} {s['cause_nmi_t95']!s:>10} {s['operator_nmi_t95']!s:>10}  (t 95% over seeds)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="corpus and clustering seeds")
     p.add_argument("--no-bertopic", action="store_true", help="skip BERTopic")
     p.add_argument("--quick", action="store_true", help="300 reports, seed 0, no BERTopic")
+    p.add_argument("--base-url", help="OpenAI-compatible server: adds the rows where the model reviews and "
+                   "names the clusters (discovery.refine)")
+    p.add_argument("--model", help="served model name (with --base-url)")
+    p.add_argument("--context-tokens", type=int, default=8192, help="the served model's context window")
+    p.add_argument("--llm-assign", action="store_true", help="also a row with LLM assignment (a call per report)")
+    p.add_argument("--models-only", action="store_true", help="baselines and model rows only")
+    p.add_argument("--calls", help="keep the model calls in this folder (a rerun answers from it); "
+                   "default: a fresh folder, so every call is real")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "judgement_bench.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -160,8 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     embedder = make_text_embedder(EmbeddingConfig())
     per_seed = []
-    for seed in args.seeds:
-        per_seed.append(run_seed(args, seed, embedder))
+    with tempfile.TemporaryDirectory(prefix="judgement-calls-") as fresh:
+        backend = make_model_backend(args, Path(args.calls or fresh)) if args.base_url else None
+        if backend is not None:
+            result["naming"] = f"{args.model} at {args.base_url}: reviews, groups and names the clusters " \
+                "in the rows that name it" + (f" (calls cached in {args.calls})" if args.calls
+                                              else " (calls cached in a fresh folder: every call is real)")
+        for seed in args.seeds:
+            per_seed.append(run_seed(args, seed, embedder, backend))
+    result["model_notes"] = MODEL_NOTES
     result["per_seed"] = per_seed
     result["summary"] = summarise(per_seed)
     result["machine"]["load_avg_at_end"] = list(os.getloadavg())

@@ -127,6 +127,44 @@ def taxonomy_answer_for(cfg: Any, max_modes: int) -> type[BaseModel]:
 
 
 @cache
+def grouping_answer(
+    *,
+    name_max_chars: int,
+    description_max_chars: int,
+    keyword_max_chars: int,
+    max_keywords: int,
+    max_modes: int,
+    groups: int,
+) -> type[BaseModel]:
+    """A taxonomy over numbered groups of explanations:
+    {"modes": [{name, description, keywords, groups: [1..groups, ...]}, ...]}."""
+    group = Annotated[int, Field(ge=1, le=groups)]
+    mode = create_model(
+        "GroupedModeAnswer",
+        __config__=_CLOSED,
+        name=(_text(name_max_chars), ...),
+        description=(_text(description_max_chars), ...),
+        keywords=(list[_text(keyword_max_chars)], Field(min_length=1, max_length=max_keywords)),
+        groups=(list[group], Field(min_length=1, max_length=groups)),
+    )
+    return create_model(
+        "GroupingAnswer", __config__=_CLOSED, modes=(list[mode], Field(min_length=1, max_length=max_modes))
+    )
+
+
+def grouping_answer_for(cfg: Any, groups: int) -> type[BaseModel]:
+    """`grouping_answer` with the caps of a discovery config."""
+    return grouping_answer(
+        name_max_chars=cfg.name_max_chars,
+        description_max_chars=cfg.description_max_chars,
+        keyword_max_chars=cfg.keyword_max_chars,
+        max_keywords=cfg.max_keywords,
+        max_modes=min(cfg.max_modes, groups),
+        groups=groups,
+    )
+
+
+@cache
 def rephrase_answer(*, max_chars: int) -> type[BaseModel]:
     """A rephrased prompt: {"instructions": ...}."""
     return create_model("RephraseAnswer", __config__=_CLOSED, instructions=(_text(max_chars), ...))

@@ -50,6 +50,7 @@ from failtax.discovery.common import (
     load_prompt,
     mode_text,
     normalise_name,
+    strip_boilerplate_of,
 )
 from failtax.embedding import EmbeddingConfig, TextEmbedder, make_text_embedder
 from failtax.run_folder import (
@@ -161,7 +162,7 @@ def embedding_assign(
     """
     cfg = cfg or AssignmentConfig()
     names = taxonomy.names
-    texts = [explanation_text(e, cfg.include_trajectory) for e in explanations]
+    texts = [strip_boilerplate_of(explanation_text(e, cfg.include_trajectory), taxonomy.notes) for e in explanations]
     if not names:
         return [Assignment(e.episode_id, [OUTLIER], "embedding") for e in explanations]
     modes_m, _ = mode_matrix(taxonomy, embedder, cfg.mode_vectors)
@@ -272,7 +273,7 @@ async def _llm_assign(
     bar = tqdm(total=len(explanations), desc="assigning", unit="expl", disable=len(explanations) < 50)
 
     async def one(i: int, e: Explanation, emb: Assignment) -> Assignment:
-        text = explanation_text(e, cfg.include_trajectory)
+        text = strip_boilerplate_of(explanation_text(e, cfg.include_trajectory), taxonomy.notes)
         if emb.modes == [OUTLIER] or not text:
             stats["outlier_below_floor" if text else "empty"] += 1
             return emb

@@ -17,7 +17,7 @@ def _load(
     config: str | None,
     sets: tuple[str, ...],
     base_url: str | None,
-    embedded: bool,
+    embedded: str | None,
     model: str | None,
 ):
     from failtax.config import load_config
@@ -28,14 +28,20 @@ def _load(
     if base_url:
         overrides["backend.kind"] = "openai"
         overrides["backend.base_url"] = base_url
-    if embedded:
-        overrides["backend.kind"] = "embedded"
+    overrides.update(embedded_overrides(embedded))
     if model:
         overrides["backend.model"] = model
     try:
         return load_config(config, overrides)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+
+
+def embedded_overrides(choice: str | None) -> dict[str, Any]:
+    """The backend overrides of `--embedded [judge|tiny]` ({} when not given)."""
+    from serving.embedded import LOCAL_CHOICES
+
+    return {"backend.kind": "embedded", "backend.recipe": LOCAL_CHOICES[choice]} if choice else {}
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
@@ -63,9 +69,13 @@ _backend_options = [
     ),
     click.option(
         "--embedded",
-        is_flag=True,
-        help="Use a local model the project installs: SmolLM2-135M by default (mechanics, not judgement); "
-             "`--set backend.recipe=qwen2.5-coder-1.5b` picks the 1.5B model that judges.",
+        type=click.Choice(["judge", "tiny"]),
+        is_flag=False,
+        flag_value="judge",
+        default=None,
+        help="Use a local model the project installs: `judge` (the default when given alone) is "
+             "Qwen2.5-Coder-1.5B, which groups and names the modes; `tiny` is SmolLM2-135M "
+             "(fast, mechanics only, no judgement).",
     ),
     click.option(
         "--model",
@@ -213,8 +223,7 @@ def assign(run_dir, sets, base_url, embedded, model, edits_file, out_dir, verbos
     overrides = parse_sets(sets)
     if base_url:
         overrides.update({"backend.kind": "openai", "backend.base_url": base_url})
-    if embedded:
-        overrides["backend.kind"] = "embedded"
+    overrides.update(embedded_overrides(embedded))
     if model:
         overrides["backend.model"] = model
     overrides["stages"] = ["assign", "report"]

@@ -228,7 +228,21 @@ class PipelineConfig(StrictModel):
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stage(s) {unknown}; valid, in order: {', '.join(STAGES)}")
+        window = served_context_tokens(self.backend)
+        if window and "context_tokens" not in self.discovery.model_fields_set:
+            # discovery budgets its prompts to the served model's window unless told otherwise
+            self.discovery = self.discovery.model_copy(update={"context_tokens": window})
         return self
+
+
+def served_context_tokens(backend: BackendConfig) -> int | None:
+    """The context window of the backend's recipe (the embedded default's when it names
+    none); None when the backend names no known recipe."""
+    from serving.embedded import DEFAULT_LOCAL
+    from serving.recipes import recipe_names, recipe_window
+
+    name = backend.recipe or (DEFAULT_LOCAL if backend.kind == "embedded" else None)
+    return recipe_window(name) if name in recipe_names() else None
 
 
 def load_config(

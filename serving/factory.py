@@ -112,11 +112,11 @@ def _transformers(config: BackendConfig, recipe) -> LLMBackend:
 
 
 def _embedded(config: BackendConfig, recipe=None) -> LLMBackend:
-    from serving.embedded import EMBEDDED, LOCAL_MODELS, ensure_local_model
+    from serving.embedded import DEFAULT_LOCAL, LOCAL_MODELS, ensure_local_model
     from serving.launcher import ServerEnvMissing, ServerStartError, launch_server
     from serving.recipes import get_recipe
 
-    recipe = recipe or get_recipe(EMBEDDED)
+    recipe = recipe or get_recipe(DEFAULT_LOCAL)
     if recipe.name not in LOCAL_MODELS:
         raise ValueError(
             f"backend.kind=embedded serves a model that installs from packages; recipe "

@@ -168,6 +168,11 @@ _QWEN_VL_PIXELS = {
 }
 
 # name -> recipe fields. The one table of supported models.
+# vLLM stops the engine when one step takes longer than VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (300 s).
+# On a busy 2-core machine a prefill of a dozen 1-2k-token prompts has taken longer (measured:
+# the 1.5B server died at load 30 with 12 requests in flight); a slow step is not a dead server.
+_CPU_STEP_TIMEOUT = {"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "3600"}
+
 _RECIPES: dict[str, dict] = {
     "qwen2.5-vl-3b": dict(
         hub_id="Qwen/Qwen2.5-VL-3B-Instruct",
@@ -223,7 +228,7 @@ _RECIPES: dict[str, dict] = {
         dtype="float32",
         device="cpu",
         # VLLM_CPU_KVCACHE_SPACE is GiB of KV cache: 1 holds ~23k tokens of this model.
-        env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"},
+        env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1", **_CPU_STEP_TIMEOUT},
         speed=MeasuredSpeed(
             single_stream_tokens_per_s=17.0,
             aggregate_tokens_per_s=88.0,
@@ -241,7 +246,7 @@ _RECIPES: dict[str, dict] = {
         device="cpu",
         # 2 GiB of KV cache holds ~37k tokens of this model (28 layers, 2 KV heads, fp32):
         # 8 requests of a 1-2k token prompt plus 1,400 new tokens each.
-        env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "2"},
+        env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "2", **_CPU_STEP_TIMEOUT},
         speed=MeasuredSpeed(
             single_stream_tokens_per_s=10.4,
             aggregate_tokens_per_s=47.0,
@@ -256,6 +261,11 @@ _RECIPES: dict[str, dict] = {
 
 def recipe_names() -> list[str]:
     return sorted(_RECIPES)
+
+
+def recipe_window(name: str) -> int:
+    """The context length (tokens) the server of recipe `name` allocates."""
+    return int(_RECIPES[name].get("max_model_len_tokens", Recipe.model_fields["max_model_len_tokens"].default))
 
 
 def get_recipe(name: str) -> Recipe:

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import derive_seed
-from failtax.answers import mode_answer_for
+from failtax.answers import grouping_answer_for, mode_answer_for
 from failtax.discovery.common import (
     CallLog,
     StrategyBase,
@@ -51,11 +51,21 @@ from failtax.discovery.common import (
     rounded,
 )
 from failtax.discovery.config import DiscoveryConfig
-from failtax.discovery.writers import WriterView, centre_by_group, writer_view
+from failtax.discovery.writers import centre_by_group
 from failtax.types import Explanation, Mode, Taxonomy
 from serving.protocol import LLMBackend
 
 log = logging.getLogger(__name__)
+
+# What the model is told when its mode name is re-asked (flags of check_name).
+NAME_FLAG_REASONS = {
+    "generic": "it names no cause (words like failure, error, collision alone)",
+    "copied_input": "it copies words of an explanation instead of naming their shared cause",
+    "copied_prompt": "it copies words of these instructions",
+    "sentence": "it is a sentence, not a short noun phrase",
+    "repetition": "it repeats words",
+    "empty": "it is empty",
+}
 
 _FEATURES = {
     "hybrid": "code: sentence embeddings + TF-IDF of content words",
@@ -159,7 +169,9 @@ class ClusterThenName(StrategyBase):
         """
         cfg = self.cfg
         self.call_log = CallLog()
-        self._prompt_text = load_prompt(cfg.name_prompt) if backend is not None and cfg.use_model_names else ""
+        self._prompt_text = "\n".join(
+            load_prompt(f) for f in (cfg.name_prompt, *([cfg.refine_prompt] if cfg.refine else []))
+        ) if backend is not None and cfg.use_model_names else ""
         kept = [e for e in explanations if explanation_text(e, cfg.include_trajectory)]
         texts = [explanation_text(e, cfg.include_trajectory) for e in kept]
         if not texts:
@@ -167,7 +179,7 @@ class ClusterThenName(StrategyBase):
                 modes=[], strategy=self.name,
                 notes={"skipped_empty": len(explanations), "decided_by": {}, "errors": []},
             )
-        view = self._writer_view(kept)
+        view = self.writer_view(kept)
         if view is not None:
             texts = view.texts
         x = self.embedder.embed(texts)
@@ -178,7 +190,17 @@ class ClusterThenName(StrategyBase):
             clustering = choose_clusters(features, cfg)
         clusters = _ClusterSet(x, clustering.labels, texts, kept, cfg)
         use_model = backend is not None and cfg.use_model_names
-        proposals = await self._name_all(clusters, backend) if use_model else [None] * clusters.k
+        refined: dict[str, Any] = {"used": False}
+        proposals: list[dict | None] = [None] * clusters.k
+        if use_model and cfg.refine and clusters.k >= 2:
+            grouping, refined = await self._refine(clusters, backend)
+            if grouping is not None:
+                labels, proposals = grouping
+                clusters = _ClusterSet(x, labels, texts, kept, cfg)
+        if use_model:
+            unnamed = [c for c in range(clusters.k) if proposals[c] is None]
+            for c, p in zip(unnamed, await self._name_all(clusters, backend, unnamed)):
+                proposals[c] = p
         modes, named = self._modes(clusters, proposals)
         modes, merged = self._merge(modes, clusters)
         n_model_names = sum(m.named_by == "model" for m in modes)
@@ -187,20 +209,24 @@ class ClusterThenName(StrategyBase):
             "clustering": cfg.clustering,
             "features": cfg.features,
             "k": clustering.k,
+            "refine": refined,
             "k_chosen_by": clustering.k_chosen_by,
             "silhouette": {str(k): v for k, v in clustering.silhouette.items()},
             "merged": merged,
             "skipped_empty": len(explanations) - len(kept),
             "decided_by": {
-                "clusters": f"{_FEATURES[cfg.features]} ({self.embedder.name}) + {cfg.clustering}",
-                "number_of_modes": {"user": "user (discovery.num_modes)", "silhouette": "silhouette search",
-                                    "size": "number of explanations"}[clustering.k_chosen_by],
+                "clusters": f"{_FEATURES[cfg.features]} ({self.embedder.name}) + {cfg.clustering}"
+                + (f"; the model grouped the {clustering.k} clusters into {clusters.k} modes by cause"
+                   if refined["used"] else ""),
+                "number_of_modes": ("model (merging the clusters), within " if refined["used"] else "")
+                + {"user": "user (discovery.num_modes)", "silhouette": "silhouette search",
+                   "size": "number of explanations"}[clustering.k_chosen_by],
                 "names": f"model {n_model_names}/{len(modes)}, keywords {len(modes) - n_model_names}/{len(modes)}",
                 "descriptions": f"model {named['descriptions_model']}/{clusters.k}, "
                 f"code {clusters.k - named['descriptions_model']}/{clusters.k} (before merging)",
                 "keywords": f"model {named['keywords_model']}/{clusters.k}, c-TF-IDF otherwise",
                 "reported_frequency": "code (cluster sizes)",
-                "merging": "code (embedding similarity)",
+                "merging": "model (clusters it named alike) + code (embedding similarity)",
             },
             "degenerate": dict(sorted(self.call_log.degenerate.items())),
             "calls": self.call_log.summary(),
@@ -211,32 +237,9 @@ class ClusterThenName(StrategyBase):
             "mode_vectors": {"embedder": self.embedder.name, "kind": "centroid",
                              "vectors": {m.name: rounded(v) for m, v in zip(modes, self._centroids)}},
             "members": {m.name: mem for m, mem in zip(modes, self._members)},
-            "writer_invariance": view.notes() if view is not None else {"used": False},
         }
-        if view is not None:
-            notes["writer_invariance"]["used"] = True
-            notes["decided_by"]["writer_invariance"] = (
-                f"code: {view.notes()['boilerplate_segments']} boilerplate segments stripped from "
-                f"{view.stripped_texts}/{len(kept)} texts; "
-                + (f"features centred per writer ({view.writers} writers, "
-                   + ("named by the source's writer column)" if view.writers_from == "column"
-                      else "found from boilerplate)")
-                   if view.writers >= 2 else "one writer found, no centring")
-            )
+        self.note_writer_view(notes, view, len(kept), centred=True)
         return Taxonomy(modes=modes, strategy=self.name, notes=notes)
-
-    def _writer_view(self, kept: list[Explanation]) -> WriterView | None:
-        """Boilerplate-stripped texts and writers (None when writer invariance is off)."""
-        cfg = self.cfg
-        on = cfg.writer_invariance == "on" or (
-            cfg.writer_invariance == "auto" and sum(e.input_mode == "given" for e in kept) * 2 > len(kept)
-        )
-        if not on:
-            return None
-        raw = [f"{e.trajectory}\n{e.failure_reason}" if cfg.include_trajectory and e.trajectory.strip()
-               else e.failure_reason for e in kept]
-        return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share,
-                           writers=[e.writer for e in kept])
 
     def _features(self, x: np.ndarray, texts: list[str]) -> np.ndarray:
         """What is clustered (see DiscoveryConfig.features); rows L2-normalised."""
@@ -250,7 +253,71 @@ class ClusterThenName(StrategyBase):
 
     # ------------------------------------------------------------------ naming
 
-    async def _name_all(self, clusters: _ClusterSet, backend: LLMBackend) -> list[dict | None]:
+    async def _refine(
+        self, clusters: _ClusterSet, backend: LLMBackend
+    ) -> tuple[tuple[np.ndarray, list[dict | None]] | None, dict[str, Any]]:
+        """One call: the model groups the clusters into modes by cause and names them.
+
+        Returns ((labels of the explanations by mode, the model's mode per label, None for a
+        cluster the model left out, which keeps its own label and is named on its own), notes),
+        or (None, notes) when the answer cannot be used (the notes say why).
+        """
+        cfg = self.cfg
+        k = clusters.k
+        template = load_prompt(cfg.refine_prompt)
+        answer = grouping_answer_for(cfg, k)
+        max_tokens = cfg.mode_max_tokens() * min(cfg.max_modes, k) + 4 * k + 32
+        samples = cfg.refine_samples
+        while True:
+            listing = "\n".join(
+                f"[{c + 1}] ({clusters.size(c)} explanations) words: {', '.join(clusters.keywords[c][:4]) or '-'}\n"
+                + "\n".join(f"  - {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)[:samples])
+                for c in range(k)
+            )
+            prompt = fill(template, groups=listing, max_modes=min(cfg.max_modes, k),
+                          min_modes=min(cfg.target_modes[0], k),
+                          name_max_words=cfg.name_max_words, max_keywords=cfg.max_keywords)
+            if len(prompt) / cfg.chars_per_token + max_tokens <= cfg.context_tokens or samples == 1:
+                break
+            samples -= 1
+        notes: dict[str, Any] = {"used": False, "clusters": k, "samples_per_cluster": samples}
+        if len(prompt) / cfg.chars_per_token + max_tokens > cfg.context_tokens:
+            notes["skipped"] = f"the review of {k} clusters does not fit context_tokens={cfg.context_tokens}"
+            return None, notes
+        parsed, _ = await call_json(
+            backend, prompt, answer, max_tokens=max_tokens, temperature=cfg.temperature,
+            seed=derive_seed(cfg.seed, "refine") % (2**31), purpose="refine_clusters", call_log=self.call_log,
+        )
+        if not isinstance(parsed, dict):
+            notes["skipped"] = "no usable answer (see errors); each cluster is named on its own"
+            return None, notes
+        owner: dict[int, int] = {}
+        proposals: list[dict] = []
+        for p in parsed["modes"]:
+            mine = [g - 1 for g in p["groups"] if g - 1 not in owner]
+            if not mine:
+                continue
+            for g in mine:
+                owner[g] = len(proposals)
+            proposals.append({kk: v for kk, v in p.items() if kk != "groups"})
+        lo, _ = cfg.target_modes
+        left_out = [c for c in range(k) if c not in owner]
+        n_modes = len(proposals) + len(left_out)
+        notes.update({"modes": len(proposals), "left_out": [c + 1 for c in left_out],
+                      "groups": [[c + 1 for c in range(k) if owner.get(c) == m] for m in range(len(proposals))]})
+        if n_modes < lo:
+            self.call_log.degenerate["refine:too_few_modes"] += 1
+            notes["skipped"] = f"the model's {n_modes} modes are fewer than min_modes={lo}; clusters kept"
+            return None, notes
+        for c in left_out:  # a cluster the model did not place stays a mode of its own
+            owner[c] = len(proposals)
+            proposals.append(None)
+        labels = np.array([owner[int(c)] for c in clusters.labels], dtype=int)
+        notes["used"] = True
+        return (labels, proposals), notes
+
+    async def _name_all(self, clusters: _ClusterSet, backend: LLMBackend, which: list[int]) -> list[dict | None]:
+        """Name the clusters `which`, one call each (answers in that order)."""
         cfg = self.cfg
         template = load_prompt(cfg.name_prompt)
         answer = mode_answer_for(cfg, with_percent=False)
@@ -258,7 +325,7 @@ class ClusterThenName(StrategyBase):
         # answer is cut even when a small model writes odd strings.
         naming_tokens = cfg.mode_max_tokens(chars_per_token=1.0)
         limiter = asyncio.Semaphore(cfg.concurrency)
-        bar = tqdm(total=clusters.k, desc="naming clusters", unit="cluster", disable=clusters.k < 4)
+        bar = tqdm(total=len(which), desc="naming clusters", unit="cluster", disable=len(which) < 4)
 
         async def one(c: int) -> dict | None:
             prompt = fill(
@@ -274,18 +341,43 @@ class ClusterThenName(StrategyBase):
                 seed=derive_seed(cfg.seed, "name", c) % (2**31), purpose=f"name_cluster:{c}",
                 call_log=self.call_log, limiter=limiter,
             )
+            flags = self._name_flags(parsed, clusters, c)
+            if flags:  # asked once more, told why the name cannot be used
+                self.call_log.degenerate[f"name_retry:{flags[0]}"] += 1
+                why = NAME_FLAG_REASONS.get(flags[0], flags[0])
+                retry = (f"{prompt}\n\nYour previous name \"{parsed['name']}\" cannot be used: {why}. "
+                         f"Write a different name: a noun phrase of at most {cfg.name_max_words} words, in your "
+                         "own words, naming the cause these explanations share.")
+                again, _ = await call_json(  # sampled: greedy decoding repeats the same name
+                    backend, retry, answer, max_tokens=naming_tokens,
+                    temperature=max(cfg.temperature, cfg.rephrase_temperature),
+                    seed=derive_seed(cfg.seed, "name-retry", c) % (2**31), purpose=f"name_cluster_retry:{c}",
+                    call_log=self.call_log, limiter=limiter,
+                )
+                if isinstance(again, dict) and not self._name_flags(again, clusters, c):
+                    parsed = again
             bar.update(1)
             return parsed if isinstance(parsed, dict) else None
 
         try:
-            return list(await asyncio.gather(*(one(c) for c in range(clusters.k))))
+            return list(await asyncio.gather(*(one(c) for c in which)))
         finally:
             bar.close()
+
+    def _name_flags(self, parsed: Any, clusters: _ClusterSet, c: int) -> list[str]:
+        """Why the name of a naming answer cannot be used, before duplicates are known."""
+        if not isinstance(parsed, dict):
+            return []  # no answer at all: nothing to tell the model (errors are recorded)
+        sources = clusters.samples(c) + clusters.neighbour_samples(c)
+        return check_name(str(parsed.get("name", "")).strip(), sources=sources, taken=set(),
+                          max_words=self.cfg.name_max_words, prompt=self._prompt_text)
 
     def _modes(self, clusters: _ClusterSet, proposals: list[dict | None]) -> tuple[list[Mode], dict[str, Any]]:
         cfg = self.cfg
         modes: list[Mode] = []
         taken: set[str] = set()
+        owner: dict[str, int] = {}  # a model-written name → the cluster that got it first
+        self._same_name: list[tuple[int, int]] = []  # clusters the model named alike: one mode
         stats: dict[str, Any] = {"descriptions_model": 0, "keywords_model": 0}
         # Biggest clusters choose names first, so a duplicate falls on the smaller one.
         order = sorted(range(clusters.k), key=lambda c: -clusters.size(c))
@@ -298,6 +390,10 @@ class ClusterThenName(StrategyBase):
             flags = check_name(name, sources=sources, taken=taken, max_words=cfg.name_max_words,
                                prompt=self._prompt_text) if p else ["no_answer"]
             named_by = "model"
+            if flags == ["duplicate"] and normalise_name(name) in owner:
+                # the model gave this cluster the name of a bigger one: it says they share a cause
+                self._same_name.append((owner[normalise_name(name)], c))
+                flags = []
             if flags:
                 if p:
                     for f in flags:
@@ -307,6 +403,8 @@ class ClusterThenName(StrategyBase):
                 if normalise_name(name) in taken:
                     name = f"{name} ({c + 1})"
             taken.add(normalise_name(name))
+            if named_by == "model":
+                owner.setdefault(normalise_name(name), c)
             desc = str(p.get("description", "")).strip()
             dflags = check_description(desc, sources=sources, prompt=self._prompt_text) if p \
                 else ["no_answer"]
@@ -354,7 +452,10 @@ class ClusterThenName(StrategyBase):
             text_vecs @ text_vecs.T / max(cfg.merge_name_similarity, 1e-6),
             cent @ cent.T / max(cfg.merge_centroid_similarity, 1e-6),
         )
+        for i, j in getattr(self, "_same_name", []):  # the model's own grouping goes first
+            both[i, j] = both[j, i] = 2.0 + both[i, j]
         groups = group_by_similarity(both, 1.0, min_groups=lo)
+        self._rename_duplicates(modes, groups, clusters)
         if all(len(g) == 1 for g in groups):
             return modes, []
         out: list[Mode] = []
@@ -364,7 +465,9 @@ class ClusterThenName(StrategyBase):
             g = sorted(g, key=lambda i: -clusters.size(i))
             head = modes[g[0]]
             if len(g) > 1:
-                merged_log.append({"into": head.name, "merged": [modes[i].name for i in g[1:]]})
+                same = {i for pair in getattr(self, "_same_name", []) for i in pair}
+                merged_log.append({"into": head.name, "merged": [modes[i].name for i in g[1:]],
+                                   "by": "model (named alike)" if set(g) <= same else "code (similarity)"})
                 head.reported_frequency = round(sum(modes[i].reported_frequency or 0.0 for i in g), 6)
                 kws = list(head.keywords)
                 for i in g[1:]:
@@ -378,6 +481,21 @@ class ClusterThenName(StrategyBase):
             members.append([m for i in g for m in self._members[i]])
         self._exemplars, self._centroids, self._members = exemplars, centroids, members
         return out, merged_log
+
+
+    def _rename_duplicates(self, modes: list[Mode], groups: list[list[int]], clusters: _ClusterSet) -> None:
+        """Clusters the model named alike that merging could not join (it never goes below
+        min_modes) keep apart: the smaller one falls back to its keywords."""
+        seen: set[str] = set()
+        for g in sorted(groups, key=lambda g: -max(clusters.size(i) for i in g)):
+            head = max(g, key=clusters.size)
+            norm = normalise_name(modes[head].name)
+            if norm in seen:
+                self.call_log.degenerate["name:duplicate"] += 1
+                name = keyword_name(clusters.keywords[head], self.cfg.name_max_chars, fallback=f"mode {head + 1}")
+                modes[head].name = name if normalise_name(name) not in seen else f"{name} ({head + 1})"
+                modes[head].named_by = "keywords"
+            seen.add(normalise_name(modes[head].name))
 
 
 class _ClusterSet:

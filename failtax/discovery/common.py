@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from failtax.answers import answer_schema
 from failtax.degenerate import copied_share, is_repetitive, words
+from failtax.discovery.writers import WriterView, strip_boilerplate, writer_view
 from failtax.embedding import make_text_embedder
 from failtax.types import OUTLIER, Explanation, Mode
 from serving.protocol import BackendError, CallResult, LLMBackend
@@ -402,3 +403,47 @@ class StrategyBase:
         if self._embedder is None:
             self._embedder = make_text_embedder(self.cfg.embedding)
         return self._embedder
+
+    def writer_view(self, kept: list[Explanation]) -> WriterView | None:
+        """Boilerplate-stripped texts and writers (None when writer invariance is off:
+        `auto` turns it on when most explanations are `given`, i.e. written by people)."""
+        cfg = self.cfg
+        on = cfg.writer_invariance == "on" or (
+            cfg.writer_invariance == "auto" and sum(e.input_mode == "given" for e in kept) * 2 > len(kept)
+        )
+        if not on:
+            return None
+        raw = [f"{e.trajectory}\n{e.failure_reason}" if cfg.include_trajectory and e.trajectory.strip()
+               else e.failure_reason for e in kept]
+        return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share,
+                           writers=[e.writer for e in kept])
+
+    @staticmethod
+    def note_writer_view(notes: dict[str, Any], view: WriterView | None, n_texts: int, *, centred: bool) -> None:
+        """Record in a taxonomy's notes what writer invariance did, with the boilerplate
+        segments assignment strips from the texts it reads (`strip_boilerplate_of`)."""
+        if view is None:
+            notes["writer_invariance"] = {"used": False}
+            return
+        notes["writer_invariance"] = {**view.notes(), "used": True, "centred": centred and view.writers >= 2,
+                                      "boilerplate": dict(sorted(view.boilerplate.items()))}
+        if centred and view.writers >= 2:
+            how = (f"features centred per writer ({view.writers} writers, "
+                   + ("named by the source's writer column)" if view.writers_from == "column"
+                      else "found from boilerplate)"))
+        elif centred:
+            how = "one writer found, no centring"
+        else:
+            how = "the model reads the stripped texts"
+        notes["decided_by"]["writer_invariance"] = (
+            f"code: {len(view.boilerplate)} boilerplate segments stripped from "
+            f"{view.stripped_texts}/{n_texts} texts; {how}"
+        )
+
+
+def strip_boilerplate_of(text: str, notes: dict[str, Any]) -> str:
+    """`text` without the boilerplate the taxonomy's discovery stripped (unchanged when
+    writer invariance did not run), so that assignment reads what discovery read."""
+    boiler = (notes.get("writer_invariance") or {}).get("boilerplate") or {}
+    return strip_boilerplate(text, boiler) if boiler else text
+

@@ -52,7 +52,8 @@ class DiscoveryConfig(StrictModel):
     temperature: float = Field(0.0, ge=0.0)
     # discovery calls in flight at once
     concurrency: int = Field(4, ge=1)
-    # the model's context window in tokens (SmolLM2-135M: 4096); batches are sized to fit it
+    # the model's context window in tokens; batches and the review call are sized to fit it.
+    # Left unset, a pipeline takes it from the backend's recipe (1.5B: 8192, SmolLM2-135M: 4096)
     context_tokens: int = Field(4096, ge=512)
     # conservative characters per token for budgeting prompts without the tokenizer
     chars_per_token: float = Field(3.0, gt=0.5)
@@ -77,6 +78,11 @@ class DiscoveryConfig(StrictModel):
     neighbour_clusters: int = Field(2, ge=0)
     # samples shown per neighbour cluster
     neighbour_samples: int = Field(2, ge=0)
+    # the model reviews the clusters in one call: merges the ones that share a cause and names
+    # the modes (the grouping becomes the model's decision; code only proposes the clusters)
+    refine: bool = True
+    # examples shown per cluster in the review call
+    refine_samples: int = Field(3, ge=1)
     # merge two modes whose "name: description" embeddings are at least this similar
     merge_name_similarity: float = Field(0.9, ge=0.0, le=1.0)
     # merge two clusters whose centroids are at least this similar
@@ -88,6 +94,7 @@ class DiscoveryConfig(StrictModel):
     rephrase_prompt: str = "discover_rephrase.txt"
     aggregate_prompt: str = "discover_aggregate.txt"
     name_prompt: str = "name_cluster.txt"
+    refine_prompt: str = "refine_clusters.txt"
     # --- ensemble
     # extra ensemble members (instruction files) used before model-written rephrasings
     ensemble_prompts: list[str] = Field(default_factory=list)

@@ -130,7 +130,9 @@ class Ensemble(StrategyBase):
         self.call_log = CallLog()
         self._limiter = asyncio.Semaphore(cfg.concurrency)
         kept = [e for e in explanations if explanation_text(e, cfg.include_trajectory)]
-        texts = [clip(explanation_text(e, cfg.include_trajectory), cfg.sample_max_chars) for e in kept]
+        view = self.writer_view(kept)
+        raw = view.texts if view is not None else [explanation_text(e, cfg.include_trajectory) for e in kept]
+        texts = [clip(t, cfg.sample_max_chars) for t in raw]
         if not texts:
             return Taxonomy(modes=[], strategy=self.name, notes={"skipped_empty": len(explanations), "errors": []})
         seed_template = load_prompt(cfg.seed_prompt)
@@ -200,6 +202,7 @@ class Ensemble(StrategyBase):
             "mode_vectors": {"embedder": self.embedder.name, "kind": "text",
                              "vectors": {m.name: rounded(v) for m, v in zip(modes, self._vectors)}},
         }
+        self.note_writer_view(notes, view, len(kept), centred=False)
         return Taxonomy(modes=modes, strategy=self.name, candidates=[c for c in candidates if c], notes=notes)
 
     # ------------------------------------------------------------------ members

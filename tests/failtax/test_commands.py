@@ -133,3 +133,22 @@ def test_discover_exits_non_zero_when_results_are_fallbacks_from_failed_calls(
     assert summary["fallbacks_from_failed_calls"]["discover"] >= 1
     assert "fallbacks from model calls that failed" in result.stderr
     assert "run the same command again" in result.stderr
+
+
+def test_embedded_picks_the_model_that_judges_unless_told_tiny():
+    from failtax.commands import _load
+    from serving.embedded import DEFAULT_LOCAL, EMBEDDED, JUDGE
+
+    assert DEFAULT_LOCAL == JUDGE
+    default = _load(None, (), None, None, None)  # no recipe named: the factory serves DEFAULT_LOCAL
+    assert default.backend.kind == "embedded" and default.discovery.context_tokens == 8192
+    assert _load("default", (), None, None, None).backend.recipe == JUDGE  # the shipped preset says so
+    assert _load(None, (), None, "judge", None).backend.recipe == JUDGE
+    tiny = _load(None, (), None, "tiny", None)
+    assert tiny.backend.kind == "embedded" and tiny.backend.recipe == EMBEDDED
+    assert tiny.discovery.context_tokens == 4096  # discovery budgets to the served window
+    mine = _load(None, ("discovery.context_tokens=6000",), None, "judge", None)
+    assert mine.discovery.context_tokens == 6000  # unless told otherwise
+    runner = CliRunner()
+    out = runner.invoke(main, ["discover", "x", "--run-dir", "y", "--embedded", "huge"])
+    assert out.exit_code != 0 and "judge" in out.output and "tiny" in out.output

@@ -36,7 +36,9 @@ def data():
 
 
 def cfg(**kw) -> DiscoveryConfig:
-    base = {"embedding": HASHING, "min_modes": 3, "max_modes": 8}
+    # refine off: these tests script the per-cluster naming calls; the review call that
+    # groups clusters has its own tests below
+    base = {"embedding": HASHING, "min_modes": 3, "max_modes": 8, "refine": False}
     return DiscoveryConfig(**{**base, **kw})
 
 
@@ -48,6 +50,8 @@ def kind_of(messages) -> str:
         return "name"
     if "Several analysts" in text:
         return "aggregate"
+    if "grouped automatically by wording" in text:
+        return "refine"
     return "map"
 
 
@@ -362,3 +366,114 @@ def test_ensemble_collapsed_aggregation_is_merged_by_code(data, stub_backend_fac
     assert len(tax.modes) >= 3
     assert tax.notes["aggregated_by"].startswith("code")
     assert tax.notes["degenerate"]["aggregate:too_few_modes"] == 1
+
+
+def _refine_responder(answer_for_refine):
+    counter = iter(range(1000))
+
+    def responder(method, messages, attempt):
+        if kind_of(messages) == "refine":
+            return json.dumps(answer_for_refine(messages[0]["content"]))
+        i = next(counter)
+        return json.dumps({"name": f"lone kind {chr(97 + i)}", "description": f"Separate cause number {i}.",
+                           "keywords": ["gamma"]})
+    return responder
+
+
+def test_refine_lets_the_model_group_clusters_by_cause(data, stub_backend_factory):
+    """The model's review merges clusters it says share a cause; a cluster it leaves out
+    stays a mode and is named on its own; notes say the grouping was the model's."""
+    explanations, _ = data
+
+    def refine(prompt):
+        k = prompt.count("explanations) words:")
+        assert k >= 5 and "[1] (" in prompt
+        return {"modes": [
+            {"name": "unseen glass", "description": "Glass the depth sensor did not see.",
+             "keywords": ["glass"], "groups": [1, 2]},
+            {"name": "thin poles", "description": "Slender posts lost at range.", "keywords": ["pole"],
+             "groups": [3, 2]},  # 2 is already taken: it stays with the first mode
+            {"name": "low boxes", "description": "Low objects below the camera.", "keywords": ["box"],
+             "groups": list(range(4, k))},
+        ]}
+
+    backend = stub_backend_factory(_refine_responder(refine))
+    tax = discover(make_strategy(cfg(refine=True)), explanations, backend)
+    notes = tax.notes
+    k = notes["k"]
+    assert notes["refine"]["used"] and notes["refine"]["groups"] == [[1, 2], [3], list(range(4, k))]
+    assert notes["refine"]["left_out"] == [k]
+    assert [m.name for m in tax.modes][:3] == ["unseen glass", "thin poles", "low boxes"]
+    assert tax.modes[3].name == "lone kind a" and all(m.named_by == "model" for m in tax.modes)
+    assert notes["calls"]["calls"] == 2  # one review, one naming call for the cluster left out
+    assert f"the model grouped the {k} clusters into 4 modes" in notes["decided_by"]["clusters"]
+    assert notes["decided_by"]["number_of_modes"].startswith("model")
+    members = notes["members"]
+    assert sorted(len(v) for v in members.values()) == sorted(
+        int(round(m.reported_frequency * len(explanations))) for m in tax.modes)
+    assert sum(len(v) for v in members.values()) == len(explanations)
+
+
+@pytest.mark.parametrize("answer, why", [
+    ({"modes": [{"name": "everything", "description": "All of it.", "keywords": ["x"], "groups": [1, 2, 3, 4, 5, 6]}]},
+     "fewer than min_modes"),
+    ({"modes": [{"name": "bad", "description": "Group out of range.", "keywords": ["x"], "groups": [99]}]},
+     "no usable answer"),
+    ({"name": "not a taxonomy"}, "no usable answer"),
+])
+def test_refine_answers_that_cannot_be_used_keep_the_clusters(data, stub_backend_factory, answer, why):
+    explanations, _ = data
+    backend = stub_backend_factory(_refine_responder(lambda prompt: answer))
+    tax = discover(make_strategy(cfg(refine=True, num_modes=6)), explanations, backend)  # 6 clusters
+    assert not tax.notes["refine"]["used"] and why in tax.notes["refine"]["skipped"]
+    assert len(tax.modes) == 6 and all(m.name.startswith("lone kind") for m in tax.modes)
+    assert tax.notes["calls"]["calls"] == 7
+
+
+def test_clusters_the_model_names_alike_become_one_mode(data, stub_backend_factory):
+    """A duplicate model name is the model saying two clusters share a cause: they merge
+    (the mode keeps the model's name) instead of one falling back to keywords."""
+    explanations, _ = data
+    counter = iter(range(1000))
+
+    def responder(method, messages, attempt):
+        i = next(counter)
+        name = "unseen glass panes" if i < 2 else f"failure kind {chr(97 + i)}"
+        return json.dumps({"name": name, "description": f"Distinct cause number {i} here.", "keywords": ["k"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(min_modes=3)), explanations, backend)
+    names = [m.name for m in tax.modes]
+    assert len(tax.modes) == tax.notes["k"] - 1 and names.count("unseen glass panes") == 1
+    assert all(m.named_by == "model" for m in tax.modes)
+    assert {"by": "model (named alike)"}.items() <= tax.notes["merged"][0].items()
+    assert "name:duplicate" not in tax.notes["degenerate"]
+
+
+def test_alike_names_that_cannot_merge_fall_back_to_keywords(data, stub_backend_factory):
+    explanations, _ = data
+    backend = stub_backend_factory(lambda method, messages, attempt: json.dumps(
+        {"name": "same name", "description": "Every cluster gets the same name.", "keywords": ["x"]}))
+    tax = discover(make_strategy(cfg(num_modes=4, min_modes=4)), explanations, backend)
+    assert len(tax.modes) == 4 and len({m.name for m in tax.modes}) == 4
+    assert [m.named_by for m in tax.modes].count("model") == 1
+    assert tax.notes["degenerate"]["name:duplicate"] == 3
+
+
+def test_an_unusable_name_is_asked_once_more_with_the_reason(data, stub_backend_factory):
+    explanations, _ = data
+    counter = iter(range(1000))
+
+    def responder(method, messages, attempt):
+        text = messages[0]["content"]
+        if "cannot be used" not in text:
+            return json.dumps({"name": "failure", "description": "Generic name here.", "keywords": ["x"]})
+        assert 'Your previous name "failure" cannot be used: it names no cause' in text
+        i = next(counter)
+        return json.dumps({"name": f"cause kind {chr(97 + i)}", "description": f"Specific cause {i}.",
+                           "keywords": ["y"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(num_modes=5)), explanations, backend)
+    assert all(m.named_by == "model" and m.name.startswith("cause kind") for m in tax.modes)
+    assert tax.notes["calls"]["calls"] == 10 and tax.notes["degenerate"]["name_retry:generic"] == 5

@@ -127,3 +127,44 @@ def test_auto_is_on_for_given_and_off_for_model_written_explanations():
     assert _discover(facts, num_modes=3).notes["writer_invariance"] == {"used": False}
     assert _discover(facts, num_modes=3, writer_invariance="on").notes["writer_invariance"]["used"]
     assert _discover(given, num_modes=3, writer_invariance="off").notes["writer_invariance"] == {"used": False}
+
+
+def test_ensemble_and_llm_assignment_read_the_stripped_reports(stub_backend_factory):
+    """The model proposing the taxonomy and the model assigning reports never see a writer's
+    boilerplate (ticket headers, legal footers), so it cannot name modes after the writer."""
+    import json
+
+    from failtax.assignment import AssignmentConfig, assign
+
+    texts = [_writer_a(i) for i in range(12)] + [_writer_b(i) for i in range(12)]
+    given = [Explanation(f"e{i}", "", t, "given", None) for i, t in enumerate(texts)]
+    taxonomy = {"modes": [
+        {"name": "glass doors", "description": "Drove into glass.", "keywords": ["glass"], "percent": 50},
+        {"name": "furniture contact", "description": "Hit a chair or shelf.", "keywords": ["chair"], "percent": 50},
+        {"name": "stuck between carts", "description": "Wedged in a gap.", "keywords": ["carts"], "percent": 0},
+    ]}
+
+    def responder(method, messages, attempt):
+        text = messages[0]["content"]
+        if "Rewrite the following instructions" in text:
+            return json.dumps({"instructions": "Group the robot failure notes below by their cause, at most "
+                               "eight groups that do not overlap and cover every note; name and describe each."})
+        if '"modes"' in text or "Several analysts" in text or "groups" in text.lower():
+            return json.dumps(taxonomy)
+        return "glass doors"
+
+    backend = stub_backend_factory(responder)
+    strategy = make_strategy(DiscoveryConfig(strategy="ensemble", num_rephrasings=1, min_modes=2),
+                             make_text_embedder(EmbeddingConfig(kind="hashing")))
+    tax = asyncio.run(strategy.discover(given, backend))
+    notes = tax.notes["writer_invariance"]
+    assert notes["used"] and not notes["centred"] and notes["texts_stripped"] == 24
+    assert "the model reads the stripped texts" in tax.notes["decided_by"]["writer_invariance"]
+    asyncio.run(assign(given, tax, backend, AssignmentConfig(method="llm", top_k_candidates=0),
+                       embedder=make_text_embedder(EmbeddingConfig(kind="hashing"))))
+    prompts = [m[0]["content"] for _, m in backend.requests]
+    assert any("assign" in p.lower() or "glass doors" in p for p in prompts[-24:])
+    for p in prompts:
+        assert "Confidential to ACME" not in p and "Zephyr fleet log" not in p, p[:300]
+    # the content reached the model
+    assert sum("glass door" in p for p in prompts) >= 4

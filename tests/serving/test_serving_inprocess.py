@@ -80,6 +80,7 @@ def test_factory_falls_back_in_process_when_no_server_env(tmp_path, capsys, monk
     monkeypatch.delenv("FAILTAX_SERVER_PYTHON", raising=False)
     cfg = BackendConfig(
         kind="embedded",
+        recipe="embedded",  # SmolLM2: the 1.5B default would take minutes to load in process
         server_python=str(tmp_path / "no-python"),
         cache_dir=str(tmp_path / "c"),
         cpu_threads=1,

@@ -38,7 +38,8 @@ def test_embedded_recipe_has_the_cpu_workarounds(tmp_path):
     r = get_recipe("embedded")
     args = r.vllm_args(tmp_path)
     assert "--enforce-eager" in args and args[args.index("--dtype") + 1] == "float32"
-    assert r.env == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert r.env == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
+                     "VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "3600"}
 
 
 def test_missing_weights_error_names_folder_and_air_gap_steps(tmp_path, monkeypatch):
