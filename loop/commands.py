@@ -64,5 +64,7 @@ def close_loop(preset, out_dir, overrides, base_url, model, quiet, verbose):
     brief = {p: {s: f"{r['failure_rate']:.1%} [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]"
                  for s, r in sets_.items()} for p, sets_ in results["policies"].items()}
     click.echo(json.dumps(brief, indent=2))
+    if results.get("scope"):
+        click.echo(results["scope"])
     click.echo(f"total stage time {results['total_seconds']:.0f} s; report: "
                f"{Path(out_dir) / 'report.html'}")

@@ -48,7 +48,7 @@ from common.stages import StageOutcome, StageRunner
 from failtax.config import PipelineConfig
 from failtax.pipeline import failed_calls_message, run_pipeline
 from failtax.run_folder import read_explanations
-from loop.config import LoopConfig
+from loop.config import SITE_ARMS, LoopConfig
 from loop.regions import arm_regions, build_regions
 from loop.report import write_results
 from nav_policy.config import NavConfig
@@ -132,9 +132,9 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                [base_ckpt], lambda: train_policy(cfg.nav, [base_data], base_ckpt.parent,
                                                  progress=progress), on_change="refuse")
 
-    def evaluate_policy(policy: str, ckpt: Path) -> None:
-        sets = [("in_distribution", cfg.eval.in_distribution_family,
-                 cfg.eval.in_distribution_rollouts)]
+    def evaluate_policy(policy: str, ckpt: Path, only_ood: bool = False) -> None:
+        sets = [] if only_ood else [("in_distribution", cfg.eval.in_distribution_family,
+                                     cfg.eval.in_distribution_rollouts)]
         if cfg.eval.ood_rollouts:
             sets.append(("ood", cfg.eval.ood_family, cfg.eval.ood_rollouts))
         for which, family, n in sets:
@@ -161,7 +161,7 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
         # Failure mining and discovery once per distinct policy (all arms share the base).
         regions_by_policy: dict[str, Path] = {}
         for arm, _, lineage in lineages:
-            if arm == "uniform":
+            if arm in UNTARGETED:
                 continue
             policy = "base" if cycle == 0 else lineage
             if policy in regions_by_policy:
@@ -177,10 +177,12 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                 ("replicate", rep) if rep else ())) % (1 << 31))
             adir = out / f"cycle{cycle}" / lineage
             data = adir / "data"
+            at_site = arm in SITE_ARMS
             overrides: dict[str, Any] = {
                 "collect.seed": collect_seed, "collect.budget_samples": cfg.budget_samples,
-                "collect.family": cfg.eval.in_distribution_family,
-                "collect.arm": "targeted" if arm != "uniform" else "uniform",
+                "collect.family": cfg.eval.ood_family if at_site
+                else cfg.eval.in_distribution_family,
+                "collect.arm": "uniform" if arm in UNTARGETED else "targeted",
                 "collect.regions_path": None, "collect.dagger_checkpoint": None}
             dagger_hash = None
             if cfg.collection == "dagger":
@@ -188,10 +190,14 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                 overrides["collect.dagger_beta"] = cfg.dagger_beta
                 dagger_hash = file_hash(current[lineage])
             regions_hash = None
-            if arm != "uniform":
+            if arm not in UNTARGETED:
                 policy = "base" if cycle == 0 else lineage
                 rdir = regions_by_policy[policy].parent
                 rfile = rdir / f"regions_{arm}.json"
+                if not json.loads(rfile.read_text()).get("regions"):
+                    log.warning("%s: %s; arm skipped (results.json -> skipped_arms)", lineage,
+                                json.loads(rfile.read_text()).get("why", "no regions"))
+                    continue
                 overrides["collect.regions_path"] = str(rfile)
                 regions_hash = file_hash(rfile)
             ncfg = nav_config(cfg, **overrides)
@@ -217,7 +223,8 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                    on_change="refuse")
             current[lineage] = ckpt
             name = lineage if cfg.cycles == 1 else f"{lineage}@cycle{cycle}"
-            evaluate_policy(name, ckpt)
+            # a new-site arm is judged on the new site's held-out set only
+            evaluate_policy(name, ckpt, only_ood=at_site)
 
     results: dict[str, Any] = {}
 
@@ -227,6 +234,10 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
     # The report is rebuilt every time (cheap), so wall times include this run's stages.
     st.run("report", {"t": time.time()}, [out / "results.json", out / "report.html"], report)
     return results
+
+
+# arms that collect anywhere, with no regions (and need no discovery)
+UNTARGETED = ("uniform", "site_uniform")
 
 
 def replicate_name(arm: str, rep: int) -> str:
@@ -272,7 +283,7 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
            [run_dir / "taxonomy.json", run_dir / "assignments.jsonl"],
            lambda: _discover(pcfg, run_dir, episodes, backend, progress))
     regions_file = cdir / "regions.json"
-    targeted = [a for a in cfg.arms if a != "uniform"]
+    targeted = [a for a in cfg.arms if a not in UNTARGETED]
 
     def make_regions() -> None:
         explanations = {e.episode_id: e.failure_reason for e in read_explanations(run_dir)}
@@ -281,9 +292,15 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
             read_jsonl(run_dir / "assignments.jsonl"), episodes, cfg.nav.sim,
             cfg.regions, budget_samples=cfg.budget_samples, split=cfg.split,
             min_mode_frequency=cfg.min_mode_frequency, family=cfg.eval.in_distribution_family,
-            explanations=explanations)
+            explanations=explanations,
+            site_family=cfg.eval.ood_family if "site_semantic" in cfg.arms else None,
+            shuffle_seed=cfg.regions.shuffle_seed)
         for arm in targeted:
-            atomic_write_json(cdir / f"regions_{arm}.json", arm_regions(doc, arm))
+            try:
+                arm_doc = arm_regions(doc, arm)
+            except ValueError as e:  # e.g. no mode text matched a kind of the new site
+                arm_doc = {"schema_version": 1, "arm": arm, "regions": [], "why": str(e)}
+            atomic_write_json(cdir / f"regions_{arm}.json", arm_doc)
         atomic_write_json(regions_file, doc)
 
     st.run(f"{tag}/regions", {"regions": cfg.regions.model_dump(mode="json"),
