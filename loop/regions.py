@@ -15,13 +15,17 @@ For each mode the regions say *why* they were chosen:
   collection can put the policy back into the situation it failed in.
 * ``semantic_match``: every other object whose kind matches the mode: the
   mode's "name. description. keywords" is embedded (failtax.embedding, the
-  local MiniLM by default) against one phrase per (object class, material)
-  of the family's buildings ("glass door made of glass") — or, with
-  ``semantic_source: members`` / ``mode_and_members``, the failure
-  explanations assigned to the mode stand for it (a weak model's mode names
-  can be wrong; its members' explanations say what was hit); kinds at or above
-  ``semantic_min_similarity`` and within ``semantic_margin`` of the mode's best
-  kind match. With ``semantic_scope: family`` a match is a class/material
+  local MiniLM by default) against one text per (object class, material)
+  of the family's buildings — how the class looks to the robot's sensors
+  (``kind_text: sensor``, SENSOR_DESCRIPTIONS) or its name ("glass door made
+  of glass"); with ``semantic_source: members`` / ``mode_and_members`` the
+  failure explanations assigned to the mode stand for it instead. Kinds at or
+  above ``semantic_min_similarity`` (of the centred score by default) and within
+  ``semantic_margin`` of the mode's best kind match; a mode without a match
+  records its best candidate (``semantic_best``).
+* the shuffled-taxonomy control (``targeted_shuffled``): the semantic targets
+  moved between modes (`shuffled_matches`); and a new site (``site_semantic``):
+  the same mode texts matched against another family's kinds. With ``semantic_scope: family`` a match is a class/material
   selector valid in every building of the family; with ``failure_buildings``
   it lists the matching object ids of the buildings where the mode failed.
 
@@ -40,10 +44,14 @@ regions.json (schema_version 1)::
                                      "material", "distance_m"}]}],
                 "semantic_matches": [{"object_class", "material", "similarity",
                                       "object_ids": {building_id: [ids]}}],
+                "semantic_best": {"object_class", "material", "similarity"},
+                "shuffled_matches": [...], "site_matches": [...], "site_best": {...},
                 "skipped_episodes": [{"episode_id", "why"}]}],
      "regions": {arm: [region records, see nav_policy/regions.py, each with
                        "mode", "why" and "budget_samples"]},
-     "outlier_episodes": int, "embedder": name, "config": {...}}
+     "outlier_episodes": int, "embedder": name, "config": {...},
+     "shuffle": {"method": "permutation" | "random_kinds" | "none", "seed", ...},
+     "site": null | {"family", "catalogue"}}
 """
 
 from __future__ import annotations

@@ -21,7 +21,10 @@ calls failed is redone); the stages underneath (collect, train, evaluate, discov
 a partially done folder on their own, so a killed loop continues where it
 stopped. Arms share the seeds and the budget: the same collection seed for
 every arm, B samples each, fine-tuned with the same settings from the same
-checkpoint on base + new data. With `replicates: R` every arm runs R times;
+checkpoint on base + new data. The new-site arms (site_semantic, site_uniform)
+collect in eval.ood_family and are evaluated on its held-out set only; an arm whose
+regions file has no region (no mode matched a kind) is skipped and reported.
+With `replicates: R` every arm runs R times;
 replicate j > 0 draws its own collection seed (shared by its arms) and
 fine-tunes with seed `nav.train.seed + j`.
 """
