@@ -60,6 +60,9 @@ class EvalSetsConfig(StrictModel):
     # taxonomy and regions are never fitted to the evaluation rollouts)
     mining_rollouts: int = Field(100, ge=1)
     mining_set_seed: int = Field(1, ge=0)  # fixed set used for failure mining
+    # also evaluate the camera-blind route follower (the base policy's prior, which never
+    # looks) on the same sets: the camera policy must beat it for the camera to matter
+    camera_blind: bool = False
 
 
 class RegionsConfig(StrictModel):

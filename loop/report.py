@@ -54,7 +54,8 @@ def _read_json(p: Path) -> dict | None:
 def _policies(out: Path) -> list[str]:
     root = out / "evals"
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
-    return (["base"] if "base" in names else []) + [n for n in names if n != "base"]
+    first = [n for n in ("base", "camera_blind") if n in names]
+    return first + [n for n in names if n not in first]
 
 
 def _set_result(summary: dict) -> dict:
@@ -91,6 +92,7 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "uniform": (),
     "site_semantic": ("site_uniform",),
     "site_uniform": (),
+    "camera_blind": (),
 }
 # What each arm takes from the taxonomy (the report's "which arm needed the taxonomy").
 TAXONOMY_USE: dict[str, str] = {
@@ -133,8 +135,10 @@ def _comparisons(policies: list[str]) -> list[tuple[str, str, str]]:
     """(policy, other, kind): each fine-tuned policy against the arms of its replicate and
     cycle that `REFERENCES` names (same budget and seeds) and against base."""
     out = []
+    if "base" in policies and "camera_blind" in policies:
+        out.append(("base", "camera_blind", "camera_blind"))
     for pol in policies:
-        if pol == "base":
+        if pol in ("base", "camera_blind"):
             continue
         arm = split_policy_name(pol)[0]
         for kind in (*REFERENCES.get(arm, ("uniform",)), "base"):
@@ -162,7 +166,7 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
     Empty when no arm has more than one replicate."""
     groups: dict[str, list[str]] = {}
     for pol in policies:
-        if pol == "base":
+        if pol in ("base", "camera_blind"):
             continue
         arm, _, cycle = split_policy_name(pol)
         groups.setdefault(arm + cycle, []).append(pol)
@@ -216,6 +220,13 @@ def ablation(results: dict) -> dict[str, dict]:
     reps = (results.get("replicates") or {}).get("paired", {})
     single = results.get("paired", {})
     out: dict[str, dict] = {}
+    # does the camera matter: the base policy against the follower it corrects, which never looks
+    for which, r in single.get("base vs camera_blind", {}).items():
+        ci = r["ci95"]
+        out.setdefault("base vs camera_blind", {})[which] = {
+            "difference": r["difference"], "ci95": list(ci), "p": r["mcnemar_p"],
+            "method": "paired episodes, evaluation noise only",
+            "verdict": "lower" if ci[1] < 0 else "higher" if ci[0] > 0 else "not distinguishable"}
     for arm in results.get("arms", []):
         for ref in REFERENCES.get(arm, ()):
             name = f"{arm} vs {ref}"
@@ -281,7 +292,7 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
     reduction: dict[str, dict] = {}
     base = policies.get("base", {})
     for pol, sets in policies.items():
-        if pol == "base":
+        if pol in ("base", "camera_blind"):
             continue
         for which, r in sets.items():
             b = base.get(which, {}).get("failure_rate")
@@ -572,15 +583,17 @@ def _taxonomy_verdict(abl: dict) -> str:
                        ("targeted_semantic vs targeted_collision", ("adding the semantic "
                         "targets to the collision sites")),
                        ("site_semantic vs site_uniform", ("targeting a new site by the mode "
-                        "text (vs uniform there)"))):
+                        "text (vs uniform there)")),
+                       ("base vs camera_blind", ("the base policy's camera (vs the camera-blind "
+                        "route follower it corrects)"))):
         for which, r in abl.get(name, {}).items():
             v = {"lower": "helped", "higher": "hurt",
                  "not distinguishable": "made no difference this run could resolve"}[r["verdict"]]
             said.append(f"{what} {v} {SET_LABELS[which]} ({_pct(r['difference'])}, "
                         f"{_ci(r['ci95'])})")
     if not said:
-        return "No control arm ran, so nothing isolates the taxonomy's effect in this run."
-    return "The taxonomy's text: " + "; ".join(said) + "."
+        return "No control ran, so nothing isolates the taxonomy's (or the camera's) effect here."
+    return "Measured: " + "; ".join(said) + "."
 
 
 def _ci(ci: list[float] | None) -> str:

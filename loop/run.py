@@ -102,7 +102,7 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
         progress: show progress bars.
     """
     from nav_policy.collect import collect
-    from nav_policy.evaluate import evaluate_checkpoint
+    from nav_policy.evaluate import evaluate_checkpoint, run_evaluation
     from nav_policy.train import train_policy
 
     out = Path(out_dir)
@@ -135,7 +135,8 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                [base_ckpt], lambda: train_policy(cfg.nav, [base_data], base_ckpt.parent,
                                                  progress=progress), on_change="refuse")
 
-    def evaluate_policy(policy: str, ckpt: Path, only_ood: bool = False) -> None:
+    def evaluate_policy(policy: str, ckpt: Path | None, only_ood: bool = False) -> None:
+        """Evaluate a checkpoint (None: the camera-blind route follower) on the fixed sets."""
         sets = [] if only_ood else [("in_distribution", cfg.eval.in_distribution_family,
                                      cfg.eval.in_distribution_rollouts)]
         if cfg.eval.ood_rollouts:
@@ -146,6 +147,14 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                                       "evaluate.eval_set_seed": cfg.eval.eval_set_seed,
                                       "evaluate.save_failures": False,
                                       "evaluate.save_all": False})
+            if ckpt is None:
+                spec = {"kind": "route_pursuit", "config": ecfg.model_dump(mode="json")}
+                st.run(f"evaluate/{policy}/{which}",
+                       {"sim": _nav_section(cfg, "sim"), "expert": _nav_section(cfg, "expert"),
+                        "evaluate": ecfg.evaluate.model_dump(mode="json")},
+                       [d / "summary.json"], lambda ecfg=ecfg, d=d, spec=spec: run_evaluation(
+                           ecfg, spec, d, progress=progress))
+                continue
             st.run(f"evaluate/{policy}/{which}",
                    {"sim": _nav_section(cfg, "sim"), "evaluate": ecfg.evaluate.model_dump(
                        mode="json"), "checkpoint": file_hash(ckpt)},
@@ -153,6 +162,8 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                    lambda ecfg=ecfg, d=d: evaluate_checkpoint(ecfg, ckpt, d, progress=progress))
 
     evaluate_policy("base", base_ckpt)
+    if cfg.eval.camera_blind:
+        evaluate_policy(CAMERA_BLIND, None)
 
     # ---- cycles: each arm (and each replicate of it) continues from its own policy
     lineages = [(arm, rep, replicate_name(arm, rep)) for rep in range(cfg.replicates)
@@ -239,6 +250,8 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
     return results
 
 
+# the camera-blind route follower's evaluation folder (evals/camera_blind/)
+CAMERA_BLIND = "camera_blind"
 # arms that collect anywhere, with no regions (and need no discovery)
 UNTARGETED = ("uniform", "site_uniform")
 

@@ -146,3 +146,16 @@ def test_one_replicate_says_what_it_cannot_conclude(loop_dir):
     assert res["scope"] in report_markdown(res)
     r = res["ablation"]["targeted_semantic vs uniform"]["in_distribution"]
     assert r["method"].startswith("1 replicate")
+
+
+def test_camera_blind_follower_is_compared_with_base(loop_dir):
+    _write_eval(loop_dir, "camera_blind", set(range(4)))  # fails 4 of 20, base 10 of 20
+    res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"], replicates=2),
+                          loop_dir)
+    assert list(res["policies"])[:2] == ["base", "camera_blind"]
+    assert "camera_blind" not in res["relative_reduction"]
+    r = res["ablation"]["base vs camera_blind"]["in_distribution"]
+    assert r["difference"] == pytest.approx(6 / N) and r["verdict"] == "higher"
+    assert "the base policy's camera (vs the camera-blind route follower it corrects) hurt" in \
+        report_markdown(res)
+    assert "camera_blind" not in res["replicates"]["arms"]
