@@ -80,6 +80,13 @@ class PolicyController(Controller):
     def act(self, obs: dict, env) -> np.ndarray:
         return self.runner.act(obs)
 
+    def act_batch(self, obs: dict) -> np.ndarray:
+        """(B, 2) actions for batched observations (one forward pass)."""
+        from nav_policy.model import target_of
+
+        return self.runner.act_batch(obs["image"], obs["velocity"],
+                                     target_of(obs, self.runner.net.config.target_input))
+
 
 class ExpertController(Controller):
     """The privileged expert (sees the map); used by `expert-check`."""
@@ -125,6 +132,10 @@ class RoutePursuitController(Controller):
 
         command = pursuit_command(target_of(obs, "route"), self.speed, self.limits)
         return command_to_action(obs["velocity"], command, self.limits)
+
+    def act_batch(self, obs: dict) -> np.ndarray:
+        """(B, 2) actions for batched observations (the same arithmetic, vectorised)."""
+        return self.act(obs, None)
 
 
 def _make_controller(spec: dict) -> Controller:
@@ -206,20 +217,19 @@ def _rollouts_batched(cfg_json: dict, spec: dict, indices: list[int], out_dir: s
     Each robot slot runs one evaluation episode with that episode's own reset seed (the
     generator `IndoorNavEnv.reset(seed=...)` would draw from), so every episode starts as
     it does alone; the robots are stepped together (`NavBatch`) and the policy acts on
-    all of them in one forward pass. A finished slot takes the next episode. Policies
-    only, no episode recording.
+    all of them in one forward pass (the route follower in one vectorised call). A
+    finished slot takes the next episode. No episode recording.
     """
     from gymnasium.utils import seeding
 
-    from nav_policy.model import target_of
     from sim.env import NavBatch
 
     cfg = NavConfig.model_validate(cfg_json)
     e = cfg.evaluate
     ctrl = _make_controller(spec)
-    if not isinstance(ctrl, PolicyController):
-        raise TypeError(f"batched rollouts drive a policy checkpoint, not {spec['kind']!r}")
-    runner = ctrl.runner
+    if not isinstance(ctrl, (PolicyController, RoutePursuitController)):
+        raise TypeError(f"batched rollouts drive a policy checkpoint or the route follower, "
+                        f"not {spec['kind']!r}")
     queue = list(indices)
     n = min(e.batch_size, len(queue))
     batch = NavBatch(cfg.sim, n)
@@ -242,8 +252,7 @@ def _rollouts_batched(cfg_json: dict, spec: dict, indices: list[int], out_dir: s
         idx = np.flatnonzero(active)
         obs = batch.observe()
         actions = np.zeros((n, 2))
-        actions[idx] = runner.act_batch(obs["image"][idx], obs["velocity"][idx],
-                                        target_of(obs, runner.net.config.target_input)[idx])
+        actions[idx] = ctrl.act_batch({k: v[idx] for k, v in obs.items()})
         _, term, trunc = batch.step(actions, active=active)
         for slot in idx:
             ep = live[slot]
@@ -306,8 +315,8 @@ def run_evaluation(cfg: NavConfig, spec: dict, out_dir: str | os.PathLike, *,
         append_jsonl(out / "rollouts.jsonl", rows)
         bar.update(len(rows))
 
-    batched = e.batch_size > 1 and spec["kind"] == "policy" and not (e.save_failures or
-                                                                    e.save_all)
+    batched = e.batch_size > 1 and spec["kind"] in ("policy", "route_pursuit") and not (
+        e.save_failures or e.save_all)
     run = _rollouts_batched if batched else _rollouts
     if todo:
         if e.num_workers <= 1 and not batched:

@@ -43,3 +43,18 @@ def test_batched_rollouts_equal_sequential(tiny_cfg, checkpoint, tmp_path, batch
         assert a["contact_point"] == pytest.approx(b["contact_point"]) if b["contact_point"] \
             else a["contact_point"] is None
     assert rows["batched_summary"]["eval/failure_rate"] == rows["one_summary"]["eval/failure_rate"]
+
+
+def test_batched_route_follower_equals_sequential(tiny_cfg, tmp_path):
+    from common import read_jsonl
+    from nav_policy.evaluate import run_evaluation
+
+    rows = {}
+    for name, bs in (("one", 1), ("batched", 4)):
+        cfg = tiny_cfg.model_copy(update={"evaluate": tiny_cfg.evaluate.model_copy(update={
+            "num_rollouts": 6, "batch_size": bs, "num_workers": 1, "save_failures": False})})
+        spec = {"kind": "route_pursuit", "config": cfg.model_dump(mode="json")}
+        run_evaluation(cfg, spec, tmp_path / name, progress=False)
+        rows[name] = [[r[k] for k in KEYS] for r in sorted(
+            read_jsonl(tmp_path / name / "rollouts.jsonl"), key=lambda r: r["index"])]
+    assert rows["batched"] == rows["one"]
