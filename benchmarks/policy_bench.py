@@ -6,7 +6,11 @@ Measures, on this machine:
   * collection: expert samples per second (1 worker and N workers);
   * training: samples per second of the CNN on CPU (1 thread and all
     threads), and on CUDA when torch sees a device (recorded by name);
-  * inference: policy steps per second on CPU (batch 1, as in a rollout).
+  * inference: policy steps per second on CPU (batch 1, as in a rollout);
+  * evaluate: policy rollouts per second, one env at a time (the code before batching)
+    against `evaluate.batch_size` robots stepped together with one batched forward
+    pass, on the same fixed evaluation set in the same run (ratio), and whether
+    every rollout came out the same.
 
 Prints a table and writes benchmarks/results/policy_bench[_<tag>].json.
 
@@ -14,6 +18,7 @@ Usage:
     python benchmarks/policy_bench.py                 # full (a few minutes)
     python benchmarks/policy_bench.py --quick         # smaller samples
     python benchmarks/policy_bench.py --only train    # one section
+    python benchmarks/policy_bench.py --only evaluate --checkpoint runs/loop-quick/base/policy/model.pt
 """
 
 from __future__ import annotations
@@ -163,6 +168,44 @@ def bench_train(samples: int, epochs: int) -> list[dict]:
     return rows
 
 
+def bench_evaluate(rollouts: int, batch_sizes: list[int], checkpoint: str | None) -> list[dict]:
+    """Evaluation rollouts per second by batch size, 1 worker, on the `quick` loop's sim."""
+    from common import read_jsonl
+    from loop.config import load_loop_config
+    from nav_policy.evaluate import evaluate_checkpoint
+    from nav_policy.model import NavPolicyNet, RobotLimits, save_checkpoint
+
+    cfg = load_loop_config("quick").nav
+    tmp = Path(tempfile.mkdtemp(prefix="evalbench-"))
+    if checkpoint is None:  # an untrained net on the route-follower prior: real rollouts
+        import torch
+
+        torch.manual_seed(0)
+        cam = cfg.sim.camera
+        net = NavPolicyNet(cfg.model, (cam.height_px, cam.width_px), RobotLimits.from_sim(cfg.sim))
+        checkpoint = str(tmp / "untrained.pt")
+        save_checkpoint(checkpoint, net)
+    rows, reference, base_rate = [], None, None
+    for bs in batch_sizes:
+        c = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={
+            "num_rollouts": rollouts, "batch_size": bs, "num_workers": 1,
+            "save_failures": False, "family": "office_a"})})
+        t0 = time.perf_counter()
+        evaluate_checkpoint(c, checkpoint, tmp / f"bs{bs}", progress=False)
+        dt = time.perf_counter() - t0
+        got = [(r["index"], r["outcome"], r["steps"]) for r in sorted(
+            read_jsonl(tmp / f"bs{bs}" / "rollouts.jsonl"), key=lambda r: r["index"])]
+        reference = reference or got
+        rate = rollouts / dt
+        base_rate = base_rate or rate
+        rows.append({"section": "evaluate", "batch_size": bs, "rollouts": rollouts,
+                     "steps": sum(g[2] for g in got), "rollouts_per_s": rate,
+                     "ratio_vs_batch_1": rate / base_rate, "same_rollouts": got == reference,
+                     "checkpoint": Path(checkpoint).name})
+        print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
 def _fmt(row: dict) -> str:
     parts = []
     for k, v in row.items():
@@ -176,7 +219,9 @@ def _fmt(row: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller samples (about a minute)")
-    ap.add_argument("--only", choices=["expert", "collect", "train"], default=None)
+    ap.add_argument("--only", choices=["expert", "collect", "train", "evaluate"], default=None)
+    ap.add_argument("--checkpoint", default=None,
+                    help="policy for the evaluate section (default: an untrained net)")
     ap.add_argument("--tag", default="", help="suffix of the results file (e.g. the device kind)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -189,6 +234,8 @@ def main() -> None:
         results["rows"] += bench_collect(1000 if args.quick else 4000, [1, 2])
     if args.only in (None, "train"):
         results["rows"] += bench_train(1024 if args.quick else 4096, 1 if args.quick else 2)
+    if args.only in (None, "evaluate"):
+        results["rows"] += bench_evaluate(16 if args.quick else 48, [1, 8, 16], args.checkpoint)
     out = REPO / "benchmarks" / "results" / f"policy_bench{'_' + args.tag if args.tag else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     from common import atomic_write_json

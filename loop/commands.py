@@ -27,15 +27,17 @@ from loop.config import load_loop_config
 def close_loop(preset, out_dir, overrides, base_url, model, quiet, verbose):
     """Close the loop from failure taxonomy to a safer policy.
 
-    PRESET is `quick` (CPU, ~20 min), `full` (paper scale, every arm 3 times),
-    another configs/loop/ preset or a loop YAML (keys: loop/config.py). Stages: base policy →
-    evaluate → mine failures → `failtax discover` → regions (collision sites +
-    semantic matches) → collect B expert samples per arm (targeted_semantic,
-    targeted_collision, uniform; same budget and seeds) → fine-tune each arm →
-    evaluate on fixed in-distribution and held-out sets → results.json,
-    report.md, report.html. `replicates: R` repeats every arm with its own
-    seeds and pools them in the report. Rerun the same command to resume;
-    finished stages are skipped, and raising `replicates` adds only the new
+    PRESET is `quick` (CPU, first look at every arm), `full` (paper scale, every arm 3
+    times), `newsite` (targeting a building family with no failures yet), another
+    configs/loop/ preset or a loop YAML (keys: loop/config.py). Stages: base policy →
+    evaluate (and the camera-blind follower) → mine failures → `failtax discover` →
+    regions (collision sites + kinds matched to the modes' text) → collect B expert
+    samples per arm (targeted_semantic, targeted_collision, targeted_shuffled, uniform,
+    site_semantic, site_uniform; same budget and seeds) → fine-tune each arm → evaluate
+    on fixed in-distribution and held-out sets → results.json, report.md, report.html,
+    which say which arm needed the taxonomy. `replicates: R` repeats every arm with its
+    own seeds; the headline is the t interval over them. Rerun the same command to
+    resume; finished stages are skipped, and raising `replicates` adds only the new
     replicates.
 
     \b
@@ -64,5 +66,7 @@ def close_loop(preset, out_dir, overrides, base_url, model, quiet, verbose):
     brief = {p: {s: f"{r['failure_rate']:.1%} [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]"
                  for s, r in sets_.items()} for p, sets_ in results["policies"].items()}
     click.echo(json.dumps(brief, indent=2))
+    if results.get("scope"):
+        click.echo(results["scope"])
     click.echo(f"total stage time {results['total_seconds']:.0f} s; report: "
                f"{Path(out_dir) / 'report.html'}")

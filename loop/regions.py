@@ -15,13 +15,17 @@ For each mode the regions say *why* they were chosen:
   collection can put the policy back into the situation it failed in.
 * ``semantic_match``: every other object whose kind matches the mode: the
   mode's "name. description. keywords" is embedded (failtax.embedding, the
-  local MiniLM by default) against one phrase per (object class, material)
-  of the family's buildings ("glass door made of glass") — or, with
-  ``semantic_source: members`` / ``mode_and_members``, the failure
-  explanations assigned to the mode stand for it (a weak model's mode names
-  can be wrong; its members' explanations say what was hit); kinds at or above
-  ``semantic_min_similarity`` and within ``semantic_margin`` of the mode's best
-  kind match. With ``semantic_scope: family`` a match is a class/material
+  local MiniLM by default) against one text per (object class, material)
+  of the family's buildings — how the class looks to the robot's sensors
+  (``kind_text: sensor``, SENSOR_DESCRIPTIONS) or its name ("glass door made
+  of glass"); with ``semantic_source: members`` / ``mode_and_members`` the
+  failure explanations assigned to the mode stand for it instead. Kinds at or
+  above ``semantic_min_similarity`` (of the centred score by default) and within
+  ``semantic_margin`` of the mode's best kind match; a mode without a match
+  records its best candidate (``semantic_best``).
+* the shuffled-taxonomy control (``targeted_shuffled``): the semantic targets
+  moved between modes (`shuffled_matches`); and a new site (``site_semantic``):
+  the same mode texts matched against another family's kinds. With ``semantic_scope: family`` a match is a class/material
   selector valid in every building of the family; with ``failure_buildings``
   it lists the matching object ids of the buildings where the mode failed.
 
@@ -40,10 +44,14 @@ regions.json (schema_version 1)::
                                      "material", "distance_m"}]}],
                 "semantic_matches": [{"object_class", "material", "similarity",
                                       "object_ids": {building_id: [ids]}}],
+                "semantic_best": {"object_class", "material", "similarity"},
+                "shuffled_matches": [...], "site_matches": [...], "site_best": {...},
                 "skipped_episodes": [{"episode_id", "why"}]}],
      "regions": {arm: [region records, see nav_policy/regions.py, each with
                        "mode", "why" and "budget_samples"]},
-     "outlier_episodes": int, "embedder": name, "config": {...}}
+     "outlier_episodes": int, "embedder": name, "config": {...},
+     "shuffle": {"method": "permutation" | "random_kinds" | "none", "seed", ...},
+     "site": null | {"family", "catalogue"}}
 """
 
 from __future__ import annotations
@@ -66,7 +74,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 OUTLIER = "outlier"
-TARGETED_ARMS = ("targeted_semantic", "targeted_collision")
+# arms that collect at the mined failures' regions (in the family the failures came from)
+TARGETED_ARMS = ("targeted_semantic", "targeted_collision", "targeted_shuffled")
+# arms that collect in a new site (another family) before the robot has failed there
+SITE_ARMS = ("site_semantic",)
 
 
 # ---------------------------------------------------------------------- collision sites
@@ -214,9 +225,54 @@ def split_budget(total: int, weights: Sequence[float]) -> list[int]:
 
 
 # ---------------------------------------------------------------------- semantic match
+# How each object class looks to the robot's sensors (docs/SIM.md: the realistic depth
+# camera that sees through glass panes and loses thin objects beyond 2.5 m, the camera 0.6 m
+# high that loses low objects on approach). A failure mode mined from robot logs speaks of
+# these phenomena ("collided with something the depth sensor did not see"), not of class
+# names, so `kind_text: sensor` matches its text against these. No sentence names "the
+# robot": words every mode shares would pull every kind up alike.
+SENSOR_DESCRIPTIONS: dict[str, str] = {
+    "glass_partition": ("transparent glass wall. The depth sensor did not see it: depth reported "
+                        "free space ahead at contact, it sees through the pane. Invisible to "
+                        "depth, see-through in the camera."),
+    "glass_door": ("open transparent glass door. The depth sensor did not see it: depth reported "
+                   "free space ahead at contact, only its thin frame returns. Invisible to depth, "
+                   "see-through in the camera."),
+    "pole": ("thin vertical pole. A thin object that vanished from depth at range and appeared "
+             "in depth only when close; one pixel wide and faint in the camera."),
+    "table": ("table. A top high enough to pass under, on thin vertical legs that appeared in "
+              "depth only when close."),
+    "chair": ("chair. Thin legs under a seat, thin vertical objects that appeared in depth only "
+              "when close, met off-centre."),
+    "box": ("low box on the floor. A low obstacle below the camera's gaze: it dropped below the "
+            "camera and left the camera's view on approach."),
+    "bin": ("low bin on the floor. A low obstacle below the camera's gaze: it dropped below the "
+            "camera and left the camera's view on approach."),
+    "plain_wall": ("plain wall. Featureless, uniform colour close to the floor's tone, hard to "
+                   "see in the camera; wide, hit head-on."),
+    "wall": "textured wall. A wide surface hit head-on, clearly seen in depth.",
+    "pillar": ("pillar or wall corner. A convex corner clipped while turning, met off-centre at "
+               "the edge of the view."),
+    "cabinet": "cabinet. Wide solid furniture hit head-on, clearly seen in depth.",
+}
+
+
 def kind_phrase(object_class: str, material: str) -> str:
     """The text an object kind is matched by, e.g. "glass door made of glass"."""
     return f"{object_class.replace('_', ' ')} made of {material.replace('_', ' ')}"
+
+
+def kind_text(object_class: str, material: str, style: str = "sensor",
+              descriptions: dict[str, str] | None = None) -> str:
+    """What a kind is matched by: "name" (`kind_phrase`) or "sensor" (how the class looks
+    to the robot's sensors: `descriptions` or SENSOR_DESCRIPTIONS; a class without one
+    falls back to its name)."""
+    if style == "name":
+        return kind_phrase(object_class, material)
+    if style != "sensor":
+        raise ValueError(f"unknown kind text {style!r}; valid: name, sensor")
+    text = {**SENSOR_DESCRIPTIONS, **(descriptions or {})}.get(object_class)
+    return text if text else kind_phrase(object_class, material)
 
 
 def mode_text(mode: dict) -> str:
@@ -227,51 +283,120 @@ def mode_text(mode: dict) -> str:
 
 def semantic_scores(modes: Sequence[dict], kinds: Sequence[tuple[str, str]], embedder,
                     source: str = "mode",
-                    member_texts: Sequence[Sequence[str]] | None = None) -> np.ndarray:
-    """(modes, kinds) cosine similarities between failure modes and object-kind phrases.
+                    member_texts: Sequence[Sequence[str]] | None = None, *,
+                    kind_style: str = "name", score: str = "cosine",
+                    descriptions: dict[str, str] | None = None) -> np.ndarray:
+    """(modes, kinds) similarities between failure modes and object kinds.
 
     Args:
         source: what stands for a mode: "mode" (its name, description and keywords),
             "members" (the mean similarity of its episodes' failure explanations; a mode
             without members falls back to its text) or "mode_and_members" (the average).
         member_texts: per mode, the failure explanations assigned to it.
+        kind_style: "name" or "sensor" (`kind_text`).
+        score: "cosine", or "centred": cosine minus the mode's mean over all kinds, so a
+            vague mode text that is a little like everything matches nothing.
+        descriptions: per-class sensor descriptions replacing SENSOR_DESCRIPTIONS entries.
     """
-    kv = embedder.embed([kind_phrase(c, m) for c, m in kinds])
+    if score not in ("cosine", "centred"):
+        raise ValueError(f"unknown semantic score {score!r}; valid: cosine, centred")
+    kv = embedder.embed([kind_text(c, m, kind_style, descriptions) for c, m in kinds])
     by_text = embedder.embed([mode_text(m) for m in modes]) @ kv.T
     if source == "mode":
-        return by_text
-    if source not in ("members", "mode_and_members"):
+        sims = by_text
+    elif source in ("members", "mode_and_members"):
+        by_members = by_text.copy()
+        for i, texts in enumerate(member_texts or [[] for _ in modes]):
+            if texts:
+                by_members[i] = (embedder.embed(list(texts)) @ kv.T).mean(axis=0)
+        sims = by_members if source == "members" else (by_text + by_members) / 2
+    else:
         raise ValueError(f"unknown semantic source {source!r}; valid: mode, members, "
                          "mode_and_members")
-    by_members = by_text.copy()
-    for i, texts in enumerate(member_texts or [[] for _ in modes]):
-        if texts:
-            by_members[i] = (embedder.embed(list(texts)) @ kv.T).mean(axis=0)
-    return by_members if source == "members" else (by_text + by_members) / 2
+    if score == "centred":
+        sims = sims - sims.mean(axis=1, keepdims=True)
+    return sims
 
 
 def semantic_matches(modes: Sequence[dict], kinds: Sequence[tuple[str, str]], embedder,
                      min_similarity: float, margin: float, max_kinds: int, *,
                      source: str = "mode",
                      member_texts: Sequence[Sequence[str]] | None = None,
+                     kind_style: str = "name", score: str = "cosine",
+                     descriptions: dict[str, str] | None = None,
+                     best: list | None = None,
                      ) -> list[list[tuple[str, str, float]]]:
     """Per mode, the (class, material, similarity) kinds that match it, best first.
 
-    A kind matches when its similarity to the mode (`semantic_scores`) is >=
+    A kind matches when its score against the mode (`semantic_scores`) is >=
     min_similarity and within `margin` of the mode's best kind; at most
-    `max_kinds` per mode.
+    `max_kinds` per mode. `best`, when given, receives each mode's best kind and
+    score, matched or not (the report says why a mode matched nothing).
     """
     if not modes or not kinds:
         return [[] for _ in modes]
-    sims = semantic_scores(modes, kinds, embedder, source, member_texts)
+    sims = semantic_scores(modes, kinds, embedder, source, member_texts, kind_style=kind_style,
+                           score=score, descriptions=descriptions)
     out = []
     for row in sims:
-        best = float(row.max())
+        top = float(row.max())
         order = np.argsort(-row, kind="stable")
         picked = [(kinds[k][0], kinds[k][1], float(row[k])) for k in order
-                  if row[k] >= min_similarity and row[k] >= best - margin][:max_kinds]
+                  if row[k] >= min_similarity and row[k] >= top - margin][:max_kinds]
         out.append(picked)
+        if best is not None:
+            k = int(order[0])
+            best.append({"object_class": kinds[k][0], "material": kinds[k][1],
+                         "similarity": round(top, 4)})
     return out
+
+
+def shuffled_matches(matches: Sequence[Sequence[dict]], kinds: Sequence[tuple[str, str]],
+                     seed: int) -> tuple[list[list[dict]], dict]:
+    """The shuffled-taxonomy control: each mode's semantic targets moved to another mode.
+
+    Modes with matches keep their number of targets and budget, but take the targets
+    of another matched mode (a seeded permutation with as few fixed points as possible).
+    When fewer than two modes have distinct matches a permutation changes nothing; each
+    matched kind is then replaced by a seeded random kind of the catalogue that the mode
+    did not match ("random_kinds"). Without any match the control equals the
+    collision-only arm ("none").
+
+    Returns:
+        (per-mode shuffled match lists, {"method", "permutation" or "replaced"}).
+    """
+    rng = np.random.default_rng(seed)
+    key = [tuple(sorted((m["object_class"], m["material"]) for m in ms)) for ms in matches]
+    matched = [i for i, ms in enumerate(matches) if ms]
+    out = [list(ms) for ms in matches]
+    if not matched:
+        return out, {"method": "none", "why": "no mode matched a kind"}
+    if len({key[i] for i in matched}) >= 2:
+        best_perm, best_same = None, None
+        for _ in range(200):
+            perm = [matched[j] for j in rng.permutation(len(matched))]
+            same = sum(key[i] == key[p] for i, p in zip(matched, perm))
+            if best_same is None or same < best_same:
+                best_perm, best_same = perm, same
+            if same == 0:
+                break
+        for i, p in zip(matched, best_perm):
+            out[i] = [{**m, "from_mode_index": p} for m in matches[p]]
+        return out, {"method": "permutation",
+                     "permutation": {str(i): int(p) for i, p in zip(matched, best_perm)},
+                     "unchanged_modes": int(best_same)}
+    replaced = {}
+    for i in matched:
+        own = set(key[i])
+        pool = [k for k in kinds if k not in own]
+        if not pool:
+            continue
+        pick = rng.choice(len(pool), size=min(len(matches[i]), len(pool)), replace=False)
+        out[i] = [{"object_class": pool[j][0], "material": pool[j][1], "similarity": None,
+                   "object_ids": {}, "random_kind": True} for j in pick]
+        replaced[str(i)] = [f"{pool[j][0]}/{pool[j][1]}" for j in pick]
+    return out, {"method": "random_kinds", "replaced": replaced,
+                 "why": "fewer than two modes matched distinct kinds"}
 
 
 def kind_catalogue(sim_config, family: str, building_seeds: Sequence[int]
@@ -300,6 +425,8 @@ def build_regions(
     family: str = "office_a",
     embedder=None,
     explanations: dict[str, str] | None = None,
+    site_family: str | None = None,
+    shuffle_seed: int = 0,
 ) -> dict[str, Any]:
     """The regions document (module docstring) from a taxonomy and its assignments.
 
@@ -316,6 +443,10 @@ def build_regions(
         embedder: a failtax TextEmbedder (default: made from regions_cfg.embedder).
         explanations: episode id → failure explanation (the run's explanations.jsonl);
             needed when regions_cfg.semantic_source uses the mode's members.
+        site_family: a new site (another building family, map known, no failure there
+            yet): the modes are also matched against its kinds, and the `site_semantic`
+            regions target those objects there.
+        shuffle_seed: seed of the shuffled-taxonomy control (`shuffled_matches`).
 
     Raises:
         ValueError: no mode has any episode with a collision site, or no budget can be placed.
@@ -384,10 +515,13 @@ def build_regions(
     kinds = sorted(catalogue)
     members = [[explanations[e] for e in d["episodes"] if e in (explanations or {})]
                for d in mode_docs]
+    match_kw = {"source": rc.semantic_source, "member_texts": members,
+                "kind_style": rc.kind_text, "score": rc.semantic_score,
+                "descriptions": rc.kind_descriptions}
+    best: list[dict] = []
     matches = semantic_matches(mode_docs, kinds, embedder, rc.semantic_min_similarity,
-                               rc.semantic_margin, rc.semantic_max_kinds,
-                               source=rc.semantic_source, member_texts=members)
-    for d, found in zip(mode_docs, matches):
+                               rc.semantic_margin, rc.semantic_max_kinds, best=best, **match_kw)
+    for d, found, top in zip(mode_docs, matches, best):
         site_ids = {o["object_id"] for s in d["collision_sites"] for o in s["objects"]
                     if o["distance_m"] <= rc.site_object_radius_m}
         docs = []
@@ -398,6 +532,31 @@ def build_regions(
                          "collision_site_object_ids": sorted(
                              i for b in d["buildings"] for i in ids.get(b, []) if i in site_ids)})
         d["semantic_matches"] = docs
+        # "no match" is reported with the best candidate and its score
+        d["semantic_best"] = top
+    shuffled, shuffle_info = shuffled_matches([d["semantic_matches"] for d in mode_docs], kinds,
+                                              shuffle_seed)
+    for d, sh in zip(mode_docs, shuffled):
+        d["shuffled_matches"] = [
+            {**m, "object_ids": catalogue[(m["object_class"], m["material"])]} for m in sh]
+
+    # A new site: the same mode texts against the new family's kinds.
+    site = None
+    if site_family is not None:
+        site_cat = kind_catalogue(sim_config, site_family, range(min(
+            rc.catalogue_buildings, sim_config.world.num_buildings)))
+        site_kinds = sorted(site_cat)
+        site_best: list[dict] = []
+        site_found = semantic_matches(mode_docs, site_kinds, embedder, rc.semantic_min_similarity,
+                                      rc.semantic_margin, rc.semantic_max_kinds, best=site_best,
+                                      **match_kw)
+        for d, found, top in zip(mode_docs, site_found, site_best):
+            d["site_matches"] = [{"object_class": c, "material": m, "similarity": round(v, 4)}
+                                 for c, m, v in found]
+            d["site_best"] = top
+        site = {"family": site_family,
+                "catalogue": [{"object_class": c, "material": m,
+                               "buildings": len(site_cat[(c, m)])} for c, m in site_kinds]}
 
     # Budget: modes with a collision site or a semantic match can take budget.
     usable = [bool(d["_sites"]) or bool(d["semantic_matches"]) for d in mode_docs]
@@ -414,13 +573,18 @@ def build_regions(
 
     regions = {arm: _arm_records(mode_docs, arm, rc, family, budget_samples)
                for arm in TARGETED_ARMS}
+    if site is not None:
+        regions["site_semantic"] = _site_records(mode_docs, rc, site_family, budget_samples,
+                                                 split, min_mode_frequency)
     for d in mode_docs:
         d.pop("_sites")
     return {
         "schema_version": SCHEMA_VERSION, "budget_samples": int(budget_samples), "split": split,
         "family": family, "modes": mode_docs, "regions": regions, "outlier_episodes": outliers,
         "embedder": getattr(embedder, "name", type(embedder).__name__),
+        "shuffle": {**shuffle_info, "seed": int(shuffle_seed)}, "site": site,
         "catalogue": [{"object_class": c, "material": m, "phrase": kind_phrase(c, m),
+                       "text": kind_text(c, m, rc.kind_text, rc.kind_descriptions),
                        "buildings": len(catalogue[(c, m)])} for c, m in kinds],
         "config": regions_cfg.model_dump(mode="json"),
     }
@@ -434,7 +598,8 @@ def _arm_records(mode_docs: list[dict], arm: str, rc, family: str, total: int) -
         if d["budget_samples"] <= 0:
             continue
         site_groups = merge_sites(d["_sites"], rc.merge_sites_within_m)
-        sem = d["semantic_matches"] if arm == "targeted_semantic" else []
+        sem = {"targeted_semantic": d["semantic_matches"],
+               "targeted_shuffled": d["shuffled_matches"]}.get(arm, [])
         # Share of the mode's budget at its collision sites: all of it without semantic matches.
         if not sem:
             col_share = 1.0 if site_groups else 0.0
@@ -491,10 +656,40 @@ def _arm_records(mode_docs: list[dict], arm: str, rc, family: str, total: int) -
     return [r for r in records if r["budget_samples"] > 0]
 
 
+def _site_records(mode_docs: list[dict], rc, site_family: str, total: int, split: str,
+                  min_frequency: float) -> list[dict]:
+    """Region records of the `site_semantic` arm: every object of the new site's family whose
+    kind matches a mode; modes share B by `split`, a mode's kinds share its part equally."""
+    has = [bool(d.get("site_matches")) for d in mode_docs]
+    weights = mode_weights([d["frequency"] if ok else 0.0 for d, ok in zip(mode_docs, has)],
+                           split, min_frequency)
+    records, shares = [], []
+    for d, w in zip(mode_docs, weights):
+        found = d.get("site_matches") or []
+        for m in found:
+            if w <= 0:
+                continue
+            records.append({
+                "region_id": f"{d['name']}|site|{m['object_class']}/{m['material']}",
+                "mode": d["name"], "why": "semantic_match_new_site", "family": site_family,
+                "building_seed": None, "object_class": m["object_class"],
+                "material": m["material"], "similarity": m["similarity"],
+                "object_classes": [m["object_class"]], "materials": [m["material"]],
+                "radius_m": rc.pass_near_radius_m})
+            shares.append(w / len(found))
+    if not records:
+        return []
+    for r, b in zip(records, split_budget(total, shares)):
+        r["budget_samples"] = b
+        r["share"] = b / total if total else 0.0
+    return [r for r in records if r["budget_samples"] > 0]
+
+
 def arm_regions(doc: dict, arm: str) -> dict:
     """The collection regions file of one targeted arm (read by nav_policy.regions)."""
     if arm not in doc["regions"]:
-        raise ValueError(f"no regions for arm {arm!r}; targeted arms: {', '.join(TARGETED_ARMS)}")
+        valid = ", ".join(sorted(doc["regions"]))
+        raise ValueError(f"no regions for arm {arm!r}; arms with regions here: {valid}")
     records = doc["regions"][arm]
     if not records:
         raise ValueError(f"arm {arm} has no region with budget (no collision sites or matches)")

@@ -38,7 +38,7 @@ from common import atomic_write_json, atomic_write_text, read_jsonl
 from common.html import png_data_uri, render_page
 from common.stages import stage_cpu_seconds, stage_seconds
 from loop.config import LoopConfig
-from nav_policy.stats import paired_difference, replicate_mean, wilson_interval
+from nav_policy.stats import paired_difference, paired_t_test, replicate_mean, wilson_interval
 
 SCHEMA_VERSION = 1
 SET_LABELS = {"in_distribution": "in-distribution", "ood": "held-out (OOD)"}
@@ -54,7 +54,8 @@ def _read_json(p: Path) -> dict | None:
 def _policies(out: Path) -> list[str]:
     root = out / "evals"
     names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
-    return (["base"] if "base" in names else []) + [n for n in names if n != "base"]
+    first = [n for n in ("base", "camera_blind") if n in names]
+    return first + [n for n in names if n not in first]
 
 
 def _set_result(summary: dict) -> dict:
@@ -81,10 +82,41 @@ def split_policy_name(name: str) -> tuple[str, int, str]:
     return arm, rep, cycle
 
 
+# Each arm is compared with these arms of the same replicate and cycle (same budget, same
+# collection seed) and with base. Against collision-only and shuffled the difference says
+# what the taxonomy's text added (docs/LOOP.md, "Ablations").
+REFERENCES: dict[str, tuple[str, ...]] = {
+    "targeted_semantic": ("uniform", "targeted_collision", "targeted_shuffled"),
+    "targeted_shuffled": ("uniform", "targeted_collision"),
+    "targeted_collision": ("uniform",),
+    "uniform": (),
+    "site_semantic": ("site_uniform",),
+    "site_uniform": (),
+    "camera_blind": (),
+}
+# What each arm takes from the taxonomy (the report's "which arm needed the taxonomy").
+TAXONOMY_USE: dict[str, str] = {
+    "targeted_semantic": "the model's mode text, matched to kinds of map objects (plus the "
+                         "collision sites)",
+    "targeted_collision": "no mode text: the logged collision sites (the clusters only split "
+                          "the budget)",
+    "targeted_shuffled": "the modes and budgets but not their text: each mode's kinds moved to "
+                         "another mode (control)",
+    "uniform": "nothing",
+    "site_semantic": "the model's mode text only: no failure was logged in the new site",
+    "site_uniform": "nothing (the new site, anywhere)",
+}
+
+
+def _same_replicate(pol: str, arm: str) -> str:
+    """The policy of `arm` in the same replicate and cycle as `pol`."""
+    _, _, rest = pol.partition("@")
+    return arm + (f"@{rest}" if rest else "")
+
+
 def _uniform_of(pol: str) -> str:
     """The uniform policy of the same replicate and cycle as `pol`."""
-    _, _, rest = pol.partition("@")
-    return "uniform" + (f"@{rest}" if rest else "")
+    return _same_replicate(pol, "uniform")
 
 
 def _paired_pairs(out: Path, pol: str, other: str, which: str) -> list[tuple[bool, bool]]:
@@ -100,13 +132,17 @@ def _difference_of(pairs: list[tuple[bool, bool]]) -> dict:
 
 
 def _comparisons(policies: list[str]) -> list[tuple[str, str, str]]:
-    """(policy, other, "uniform" | "base"): each fine-tuned policy against the uniform
-    policy of its replicate and cycle (same budget) and against base."""
+    """(policy, other, kind): each fine-tuned policy against the arms of its replicate and
+    cycle that `REFERENCES` names (same budget and seeds) and against base."""
     out = []
+    if "base" in policies and "camera_blind" in policies:
+        out.append(("base", "camera_blind", "camera_blind"))
     for pol in policies:
-        if pol == "base":
+        if pol in ("base", "camera_blind"):
             continue
-        for other, kind in ((_uniform_of(pol), "uniform"), ("base", "base")):
+        arm = split_policy_name(pol)[0]
+        for kind in (*REFERENCES.get(arm, ("uniform",)), "base"):
+            other = "base" if kind == "base" else _same_replicate(pol, kind)
             if pol != other and other in policies:
                 out.append((pol, other, kind))
     return out
@@ -130,7 +166,7 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
     Empty when no arm has more than one replicate."""
     groups: dict[str, list[str]] = {}
     for pol in policies:
-        if pol == "base":
+        if pol in ("base", "camera_blind"):
             continue
         arm, _, cycle = split_policy_name(pol)
         groups.setdefault(arm + cycle, []).append(pol)
@@ -168,8 +204,81 @@ def pooled_replicates(out: Path, policies: dict[str, dict]) -> dict[str, Any]:
             if pooled:
                 paired.setdefault(f"{key} vs {kind}", {})[which] = {
                     "differences": per_rep, "mean": replicate_mean(per_rep, bounds=(-1.0, 1.0)),
-                    "pooled": _difference_of(pooled)}
+                    "t_test": paired_t_test(per_rep), "pooled": _difference_of(pooled)}
     return {"count": max(len(v) for v in groups.values()), "arms": arms, "paired": paired}
+
+
+def ablation(results: dict) -> dict[str, dict]:
+    """Each arm's difference to the arms REFERENCES names, per set: over replicates (mean,
+    t interval, paired t test: seed noise included) when there are ≥ 2, else the one
+    replicate's paired episodes (Agresti-Min interval, McNemar p: evaluation noise only).
+
+    Returns:
+        {"<arm> vs <ref>": {set: {"difference", "ci95", "p", "method", "verdict"}}},
+        verdict "lower" / "higher" (the interval excludes 0) or "not distinguishable".
+    """
+    reps = (results.get("replicates") or {}).get("paired", {})
+    single = results.get("paired", {})
+    out: dict[str, dict] = {}
+    # does the camera matter: the base policy against the follower it corrects, which never looks
+    for which, r in single.get("base vs camera_blind", {}).items():
+        ci = r["ci95"]
+        out.setdefault("base vs camera_blind", {})[which] = {
+            "difference": r["difference"], "ci95": list(ci), "p": r["mcnemar_p"],
+            "method": "paired episodes, evaluation noise only",
+            "verdict": "lower" if ci[1] < 0 else "higher" if ci[0] > 0 else "not distinguishable"}
+    for arm in results.get("arms", []):
+        for ref in REFERENCES.get(arm, ()):
+            name = f"{arm} vs {ref}"
+            for which in ("in_distribution", "ood"):
+                r = reps.get(name, {}).get(which)
+                if r and r["mean"]["ci95"] is not None:
+                    d, ci = r["mean"]["mean"], r["mean"]["ci95"]
+                    p = r["t_test"]["p"]
+                    method = f"mean over {len(r['differences'])} replicates, t interval, paired t test"
+                elif single.get(name, {}).get(which):
+                    r = single[name][which]
+                    d, ci, p = r["difference"], r["ci95"], r["mcnemar_p"]
+                    method = "1 replicate: paired episodes, evaluation noise only"
+                else:
+                    continue
+                verdict = ("lower" if ci[1] < 0 else "higher" if ci[0] > 0
+                           else "not distinguishable")
+                out.setdefault(name, {})[which] = {"difference": d, "ci95": list(ci), "p": p,
+                                                   "method": method, "verdict": verdict}
+    return out
+
+
+def scope_sentence(cfg: LoopConfig, results: dict) -> str:
+    """One sentence: what a run of this size can and cannot conclude."""
+    base = results.get("policies", {}).get("base", {}).get("in_distribution", {})
+    rate = base.get("failure_rate", 0.5) or 0.5
+    n_id, n_ood = cfg.eval.in_distribution_rollouts, cfg.eval.ood_rollouts
+    half = 100 * 1.96 * (rate * (1 - rate) / n_id) ** 0.5
+    size = (f"{cfg.replicates} replicate(s) and {n_id} in-distribution / {n_ood} held-out "
+            f"rollouts per policy")
+    if cfg.replicates < 3:
+        return (f"With {size}, this run shows that the loop works end to end and which way "
+                f"large effects point, but it cannot rank the arms or say whether the taxonomy "
+                f"helped: a single rate is uncertain by about ±{half:.0f} points from "
+                "evaluation alone and an arm moves by several points between seeds, which "
+                "only an interval over ≥ 3 replicates holds; run `failtax close-loop full` "
+                "(3 replicates, 400 / 200 rollouts) for that.")
+    return (f"With {size}, the t intervals over replicates hold collection, training and "
+            f"evaluation noise: a difference whose interval excludes 0 is established at this "
+            f"size, one whose interval spans 0 is not (a single rate is still uncertain by "
+            f"about ±{half:.0f} points from evaluation alone).")
+
+
+def skipped_arms(out: Path) -> dict[str, str]:
+    """Arms whose regions file has no region (e.g. no mode matched a kind of the new site)."""
+    skipped = {}
+    for f in sorted(out.glob("cycle*/*/regions_*.json")):
+        doc = _read_json(f) or {}
+        if not doc.get("regions"):
+            skipped[f"{f.parent.parent.name}/{doc.get('arm', f.stem)}"] = doc.get(
+                "why", "no regions")
+    return skipped
 
 
 def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
@@ -183,7 +292,7 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
     reduction: dict[str, dict] = {}
     base = policies.get("base", {})
     for pol, sets in policies.items():
-        if pol == "base":
+        if pol in ("base", "camera_blind"):
             continue
         for which, r in sets.items():
             b = base.get(which, {}).get("failure_rate")
@@ -215,8 +324,17 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
                 "collision_sites": len(m["collision_sites"]),
                 "semantic_matches": [f"{s['object_class']}/{s['material']} ({s['similarity']:.2f})"
                                      for s in m["semantic_matches"]],
+                "best_kind": _best(m.get("semantic_best")),
+                "shuffled_matches": [f"{s['object_class']}/{s['material']}"
+                                     for s in m.get("shuffled_matches", [])],
+                "site_matches": [f"{s['object_class']}/{s['material']} ({s['similarity']:.2f})"
+                                 for s in m.get("site_matches", [])],
+                "site_best_kind": _best(m.get("site_best")),
             } for m in doc.get("modes", [])],
             "regions": {arm: len(recs) for arm, recs in doc.get("regions", {}).items()},
+            "shuffle": doc.get("shuffle"), "site": (doc.get("site") or {}).get("family"),
+            "matching": {k: (doc.get("config") or {}).get(k) for k in (
+                "semantic_source", "kind_text", "semantic_score", "semantic_min_similarity")},
         })
     secs = stage_seconds(out)
     cpu = stage_cpu_seconds(out)
@@ -224,7 +342,7 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
     for name, s in secs.items():
         kind = name.split("/")[-1] if not name.startswith("evaluate/") else "evaluate"
         by_kind[kind] = by_kind.get(kind, 0.0) + s
-    return {
+    results = {
         "schema_version": SCHEMA_VERSION, "preset": cfg.preset,
         "budget_samples": cfg.budget_samples, "base_budget_samples": cfg.base.budget_samples,
         "arms": list(cfg.arms), "cycles": cfg.cycles, "split": cfg.split,
@@ -236,7 +354,17 @@ def collect_results(cfg: LoopConfig, out: Path) -> dict[str, Any]:
         "stage_seconds": secs, "seconds_by_kind": by_kind,
         "total_seconds": sum(secs.values()),
         "stage_cpu_seconds": cpu, "total_cpu_seconds": sum(cpu.values()),
+        "replicate_count": cfg.replicates, "skipped_arms": skipped_arms(out),
+        "taxonomy_use": {a: TAXONOMY_USE.get(a, "") for a in cfg.arms},
     }
+    results["ablation"] = ablation(results)
+    results["scope"] = scope_sentence(cfg, results)
+    return results
+
+
+def _best(best: dict | None) -> str | None:
+    return None if not best else (f"{best['object_class']}/{best['material']} "
+                                  f"({best['similarity']:.2f})")
 
 
 # ---------------------------------------------------------------------- plots
@@ -353,9 +481,12 @@ def report_markdown(results: dict) -> str:
     """report.md: the numbers in tables."""
     lines = [(f"# Closed loop: {results.get('preset') or 'custom'} "
               f"(B = {results['budget_samples']} samples per arm, {results['cycles']} cycle(s))"),
-             "", "## Failure rate per arm (95% Wilson interval)", "",
-             "| policy | set | failure rate | 95% CI | failures / rollouts | rel. reduction |",
-             "|---|---|---|---|---|---|"]
+             "", f"**What this run can conclude.** {results.get('scope', '')}"]
+    lines += _ablation_markdown(results)
+    lines += _replicates_markdown(results.get("replicates") or {})
+    lines += ["", "## Failure rate per policy (95% Wilson interval; evaluation noise only)", "",
+              "| policy | set | failure rate | 95% CI | failures / rollouts | rel. reduction |",
+              "|---|---|---|---|---|---|"]
     for pol, sets in results["policies"].items():
         for which, r in sets.items():
             red = results["relative_reduction"].get(pol, {}).get(which)
@@ -374,7 +505,6 @@ def report_markdown(results: dict) -> str:
                              f"{_ci(r['ci95'])} | "
                              f"{r['only_a_failed']} / {r['only_b_failed']} | "
                              f"{r['mcnemar_p']:.2g} |")
-    lines += _replicates_markdown(results.get("replicates") or {})
     for which, table in results["causes"].items():
         pols = [p for p in results["policies"] if which in results["policies"][p]]
         lines += ["", f"## Failures by ground-truth cause ({SET_LABELS[which]})", "",
@@ -387,12 +517,22 @@ def report_markdown(results: dict) -> str:
         lines += ["", (f"## Taxonomy, cycle {t['cycle']} ({t['policy']} policy; "
                        f"{mn['failures']} failures of {mn['rollouts']} mining rollouts, "
                        f"{t['outliers']} outliers)"), "",
-                  "| mode | frequency | count | budget | collision sites | semantic matches |",
-                  "|---|---|---|---|---|---|"]
+                  f"Matching: {_matching(t.get('matching') or {})}.", "",
+                  ("| mode | frequency | count | budget | collision sites | semantic matches | "
+                   "shuffled control | new site |"), "|---|---|---|---|---|---|---|---|"]
         for m in t["modes"]:
+            nomatch = f"no match (best {m.get('best_kind')})" if m.get("best_kind") else "–"
+            site = (", ".join(m.get("site_matches") or []) or
+                    (f"no match (best {m['site_best_kind']})" if m.get("site_best_kind")
+                     else "–"))
             lines.append(f"| {m['name']} | {_pct(m['frequency'])} | {m['count']} | "
                          f"{m['budget_samples']} | {m['collision_sites']} | "
-                         f"{', '.join(m['semantic_matches']) or '–'} |")
+                         f"{', '.join(m['semantic_matches']) or nomatch} | "
+                         f"{', '.join(m.get('shuffled_matches') or []) or '–'} | {site} |")
+        sh = t.get("shuffle") or {}
+        if sh:
+            lines += ["", (f"Shuffled control: {sh.get('method')}"
+                      f"{' (' + sh['why'] + ')' if sh.get('why') else ''}, seed {sh.get('seed')}.")]
     cpu = results.get("stage_cpu_seconds", {})
     lines += ["", "## Wall time per stage", "",
               "CPU seconds: this process and its finished children (workers, model server);",
@@ -406,6 +546,56 @@ def report_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _matching(m: dict) -> str:
+    return (f"mode text from `{m.get('semantic_source')}` against object kinds as "
+            f"`{m.get('kind_text')}` text, {m.get('semantic_score')} MiniLM score ≥ "
+            f"{m.get('semantic_min_similarity')}")
+
+
+def _ablation_markdown(results: dict) -> list[str]:
+    """Which arm needed the taxonomy, and each arm's difference to its controls."""
+    lines = ["", "## Which arm needed the taxonomy", "",
+             "| arm | takes from the taxonomy |", "|---|---|"]
+    for arm, use in (results.get("taxonomy_use") or {}).items():
+        skipped = [why for k, why in (results.get("skipped_arms") or {}).items()
+                   if k.endswith("/" + arm)]
+        lines.append(f"| {arm} | {use}{' — SKIPPED: ' + skipped[0] if skipped else ''} |")
+    abl = results.get("ablation") or {}
+    if abl:
+        lines += ["", ("Differences of failure rates (first minus second; negative: the first "
+                       "fails less), same budget and seeds:"), "",
+                  "| comparison | set | difference | 95% CI | p | verdict | how |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, sets in abl.items():
+            for which, r in sets.items():
+                p = "–" if r["p"] is None else f"{r['p']:.2g}"
+                lines.append(f"| {name} | {SET_LABELS[which]} | {_pct(r['difference'])} | "
+                             f"{_ci(r['ci95'])} | {p} | {r['verdict']} | {r['method']} |")
+        lines += ["", _taxonomy_verdict(abl)]
+    return lines
+
+
+def _taxonomy_verdict(abl: dict) -> str:
+    """One paragraph: did the taxonomy's text pay, by the controls that isolate it."""
+    said = []
+    for name, what in (("targeted_semantic vs targeted_shuffled", ("matching each mode's text "
+                        "to its own kinds (vs shuffled)")),
+                       ("targeted_semantic vs targeted_collision", ("adding the semantic "
+                        "targets to the collision sites")),
+                       ("site_semantic vs site_uniform", ("targeting a new site by the mode "
+                        "text (vs uniform there)")),
+                       ("base vs camera_blind", ("the base policy's camera (vs the camera-blind "
+                        "route follower it corrects)"))):
+        for which, r in abl.get(name, {}).items():
+            v = {"lower": "helped", "higher": "hurt",
+                 "not distinguishable": "made no difference this run could resolve"}[r["verdict"]]
+            said.append(f"{what} {v} {SET_LABELS[which]} ({_pct(r['difference'])}, "
+                        f"{_ci(r['ci95'])})")
+    if not said:
+        return "No control ran, so nothing isolates the taxonomy's (or the camera's) effect here."
+    return "Measured: " + "; ".join(said) + "."
+
+
 def _ci(ci: list[float] | None) -> str:
     return "–" if ci is None else f"{_pct(ci[0])} to {_pct(ci[1])}"
 
@@ -415,7 +605,7 @@ def _replicates_markdown(reps: dict) -> list[str]:
     if not reps:
         return []
     lines = ["", (f"## Replicates: up to {reps['count']} per arm, each with its own "
-                  "collection and training seeds"), "",
+                  "collection and training seeds (the headline numbers)"), "",
              "Mean over replicates with a t interval (holds collection and training noise);",
              "pooled: all rollouts together, Wilson interval (evaluation noise only).", "",
              ("| arm | set | per replicate | mean (t 95% CI) | pooled (95% CI) | pooled rel. "

@@ -21,7 +21,10 @@ calls failed is redone); the stages underneath (collect, train, evaluate, discov
 a partially done folder on their own, so a killed loop continues where it
 stopped. Arms share the seeds and the budget: the same collection seed for
 every arm, B samples each, fine-tuned with the same settings from the same
-checkpoint on base + new data. With `replicates: R` every arm runs R times;
+checkpoint on base + new data. The new-site arms (site_semantic, site_uniform)
+collect in eval.ood_family and are evaluated on its held-out set only; an arm whose
+regions file has no region (no mode matched a kind) is skipped and reported.
+With `replicates: R` every arm runs R times;
 replicate j > 0 draws its own collection seed (shared by its arms) and
 fine-tunes with seed `nav.train.seed + j`.
 """
@@ -48,7 +51,7 @@ from common.stages import StageOutcome, StageRunner
 from failtax.config import PipelineConfig
 from failtax.pipeline import failed_calls_message, run_pipeline
 from failtax.run_folder import read_explanations
-from loop.config import LoopConfig
+from loop.config import SITE_ARMS, LoopConfig
 from loop.regions import arm_regions, build_regions
 from loop.report import write_results
 from nav_policy.config import NavConfig
@@ -99,7 +102,7 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
         progress: show progress bars.
     """
     from nav_policy.collect import collect
-    from nav_policy.evaluate import evaluate_checkpoint
+    from nav_policy.evaluate import evaluate_checkpoint, run_evaluation
     from nav_policy.train import train_policy
 
     out = Path(out_dir)
@@ -132,9 +135,10 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                [base_ckpt], lambda: train_policy(cfg.nav, [base_data], base_ckpt.parent,
                                                  progress=progress), on_change="refuse")
 
-    def evaluate_policy(policy: str, ckpt: Path) -> None:
-        sets = [("in_distribution", cfg.eval.in_distribution_family,
-                 cfg.eval.in_distribution_rollouts)]
+    def evaluate_policy(policy: str, ckpt: Path | None, only_ood: bool = False) -> None:
+        """Evaluate a checkpoint (None: the camera-blind route follower) on the fixed sets."""
+        sets = [] if only_ood else [("in_distribution", cfg.eval.in_distribution_family,
+                                     cfg.eval.in_distribution_rollouts)]
         if cfg.eval.ood_rollouts:
             sets.append(("ood", cfg.eval.ood_family, cfg.eval.ood_rollouts))
         for which, family, n in sets:
@@ -143,6 +147,14 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                                       "evaluate.eval_set_seed": cfg.eval.eval_set_seed,
                                       "evaluate.save_failures": False,
                                       "evaluate.save_all": False})
+            if ckpt is None:
+                spec = {"kind": "route_pursuit", "config": ecfg.model_dump(mode="json")}
+                st.run(f"evaluate/{policy}/{which}",
+                       {"sim": _nav_section(cfg, "sim"), "expert": _nav_section(cfg, "expert"),
+                        "evaluate": ecfg.evaluate.model_dump(mode="json")},
+                       [d / "summary.json"], lambda ecfg=ecfg, d=d, spec=spec: run_evaluation(
+                           ecfg, spec, d, progress=progress))
+                continue
             st.run(f"evaluate/{policy}/{which}",
                    {"sim": _nav_section(cfg, "sim"), "evaluate": ecfg.evaluate.model_dump(
                        mode="json"), "checkpoint": file_hash(ckpt)},
@@ -150,6 +162,8 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                    lambda ecfg=ecfg, d=d: evaluate_checkpoint(ecfg, ckpt, d, progress=progress))
 
     evaluate_policy("base", base_ckpt)
+    if cfg.eval.camera_blind:
+        evaluate_policy(CAMERA_BLIND, None)
 
     # ---- cycles: each arm (and each replicate of it) continues from its own policy
     lineages = [(arm, rep, replicate_name(arm, rep)) for rep in range(cfg.replicates)
@@ -161,7 +175,7 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
         # Failure mining and discovery once per distinct policy (all arms share the base).
         regions_by_policy: dict[str, Path] = {}
         for arm, _, lineage in lineages:
-            if arm == "uniform":
+            if arm in UNTARGETED:
                 continue
             policy = "base" if cycle == 0 else lineage
             if policy in regions_by_policy:
@@ -177,10 +191,12 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                 ("replicate", rep) if rep else ())) % (1 << 31))
             adir = out / f"cycle{cycle}" / lineage
             data = adir / "data"
+            at_site = arm in SITE_ARMS
             overrides: dict[str, Any] = {
                 "collect.seed": collect_seed, "collect.budget_samples": cfg.budget_samples,
-                "collect.family": cfg.eval.in_distribution_family,
-                "collect.arm": "targeted" if arm != "uniform" else "uniform",
+                "collect.family": cfg.eval.ood_family if at_site
+                else cfg.eval.in_distribution_family,
+                "collect.arm": "uniform" if arm in UNTARGETED else "targeted",
                 "collect.regions_path": None, "collect.dagger_checkpoint": None}
             dagger_hash = None
             if cfg.collection == "dagger":
@@ -188,10 +204,14 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                 overrides["collect.dagger_beta"] = cfg.dagger_beta
                 dagger_hash = file_hash(current[lineage])
             regions_hash = None
-            if arm != "uniform":
+            if arm not in UNTARGETED:
                 policy = "base" if cycle == 0 else lineage
                 rdir = regions_by_policy[policy].parent
                 rfile = rdir / f"regions_{arm}.json"
+                if not json.loads(rfile.read_text()).get("regions"):
+                    log.warning("%s: %s; arm skipped (results.json -> skipped_arms)", lineage,
+                                json.loads(rfile.read_text()).get("why", "no regions"))
+                    continue
                 overrides["collect.regions_path"] = str(rfile)
                 regions_hash = file_hash(rfile)
             ncfg = nav_config(cfg, **overrides)
@@ -217,7 +237,8 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
                    on_change="refuse")
             current[lineage] = ckpt
             name = lineage if cfg.cycles == 1 else f"{lineage}@cycle{cycle}"
-            evaluate_policy(name, ckpt)
+            # a new-site arm is judged on the new site's held-out set only
+            evaluate_policy(name, ckpt, only_ood=at_site)
 
     results: dict[str, Any] = {}
 
@@ -227,6 +248,12 @@ def run_loop(cfg: LoopConfig, out_dir: str | os.PathLike, *, backend: Any = None
     # The report is rebuilt every time (cheap), so wall times include this run's stages.
     st.run("report", {"t": time.time()}, [out / "results.json", out / "report.html"], report)
     return results
+
+
+# the camera-blind route follower's evaluation folder (evals/camera_blind/)
+CAMERA_BLIND = "camera_blind"
+# arms that collect anywhere, with no regions (and need no discovery)
+UNTARGETED = ("uniform", "site_uniform")
 
 
 def replicate_name(arm: str, rep: int) -> str:
@@ -272,7 +299,7 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
            [run_dir / "taxonomy.json", run_dir / "assignments.jsonl"],
            lambda: _discover(pcfg, run_dir, episodes, backend, progress))
     regions_file = cdir / "regions.json"
-    targeted = [a for a in cfg.arms if a != "uniform"]
+    targeted = [a for a in cfg.arms if a not in UNTARGETED]
 
     def make_regions() -> None:
         explanations = {e.episode_id: e.failure_reason for e in read_explanations(run_dir)}
@@ -281,9 +308,15 @@ def _discover_regions(cfg: LoopConfig, st: StageRunner, cdir: Path, ckpt: Path, 
             read_jsonl(run_dir / "assignments.jsonl"), episodes, cfg.nav.sim,
             cfg.regions, budget_samples=cfg.budget_samples, split=cfg.split,
             min_mode_frequency=cfg.min_mode_frequency, family=cfg.eval.in_distribution_family,
-            explanations=explanations)
+            explanations=explanations,
+            site_family=cfg.eval.ood_family if "site_semantic" in cfg.arms else None,
+            shuffle_seed=cfg.regions.shuffle_seed)
         for arm in targeted:
-            atomic_write_json(cdir / f"regions_{arm}.json", arm_regions(doc, arm))
+            try:
+                arm_doc = arm_regions(doc, arm)
+            except ValueError as e:  # e.g. no mode text matched a kind of the new site
+                arm_doc = {"schema_version": 1, "arm": arm, "regions": [], "why": str(e)}
+            atomic_write_json(cdir / f"regions_{arm}.json", arm_doc)
         atomic_write_json(regions_file, doc)
 
     st.run(f"{tag}/regions", {"regions": cfg.regions.model_dump(mode="json"),

@@ -202,6 +202,10 @@ class EvaluateConfig(StrictModel):
     frame_stride: int = Field(1, ge=1)  # keep a frame every this many steps
     device: Literal["auto", "cpu", "cuda"] = "cpu"  # inference device
     num_workers: int = Field(1, ge=1)  # rollout worker processes
+    # policy (and route-follower) rollouts stepped together per worker: one batched CNN
+    # forward and one simulator step per control step for all of them (1: one env at a
+    # time). Rollouts that record episodes (save_failures / save_all) run one at a time.
+    batch_size: int = Field(1, ge=1)
 
 
 class NavConfig(StrictModel):

@@ -80,6 +80,13 @@ class PolicyController(Controller):
     def act(self, obs: dict, env) -> np.ndarray:
         return self.runner.act(obs)
 
+    def act_batch(self, obs: dict) -> np.ndarray:
+        """(B, 2) actions for batched observations (one forward pass)."""
+        from nav_policy.model import target_of
+
+        return self.runner.act_batch(obs["image"], obs["velocity"],
+                                     target_of(obs, self.runner.net.config.target_input))
+
 
 class ExpertController(Controller):
     """The privileged expert (sees the map); used by `expert-check`."""
@@ -125,6 +132,10 @@ class RoutePursuitController(Controller):
 
         command = pursuit_command(target_of(obs, "route"), self.speed, self.limits)
         return command_to_action(obs["velocity"], command, self.limits)
+
+    def act_batch(self, obs: dict) -> np.ndarray:
+        """(B, 2) actions for batched observations (the same arithmetic, vectorised)."""
+        return self.act(obs, None)
 
 
 def _make_controller(spec: dict) -> Controller:
@@ -200,6 +211,70 @@ def _rollouts(cfg_json: dict, spec: dict, indices: list[int], out_dir: str) -> l
     return out
 
 
+def _rollouts_batched(cfg_json: dict, spec: dict, indices: list[int], out_dir: str) -> list[dict]:
+    """The rollouts `_rollouts` runs, `evaluate.batch_size` robots at a time.
+
+    Each robot slot runs one evaluation episode with that episode's own reset seed (the
+    generator `IndoorNavEnv.reset(seed=...)` would draw from), so every episode starts as
+    it does alone; the robots are stepped together (`NavBatch`) and the policy acts on
+    all of them in one forward pass (the route follower in one vectorised call). A
+    finished slot takes the next episode. No episode recording.
+    """
+    from gymnasium.utils import seeding
+
+    from sim.env import NavBatch
+
+    cfg = NavConfig.model_validate(cfg_json)
+    e = cfg.evaluate
+    ctrl = _make_controller(spec)
+    if not isinstance(ctrl, (PolicyController, RoutePursuitController)):
+        raise TypeError(f"batched rollouts drive a policy checkpoint or the route follower, "
+                        f"not {spec['kind']!r}")
+    queue = list(indices)
+    n = min(e.batch_size, len(queue))
+    batch = NavBatch(cfg.sim, n)
+    live: list[dict | None] = [None] * n
+    out: list[dict] = []
+
+    def start(slot: int) -> None:
+        i = queue.pop(0)
+        seed = eval_seed(e.family, e.eval_set_seed, i)
+        rng, _ = seeding.np_random(seed)
+        batch.reset_robot(slot, rng, {"family": e.family})
+        info = batch.info(slot)
+        live[slot] = {"index": i, "seed": seed, "steps": 0, "t0": time.perf_counter(),
+                      "start_xy": info["pose"][:2], "goal_xy": info["goal_xy"]}
+
+    for slot in range(n):
+        start(slot)
+    while any(ep is not None for ep in live):
+        active = np.array([ep is not None for ep in live])
+        idx = np.flatnonzero(active)
+        obs = batch.observe()
+        actions = np.zeros((n, 2))
+        actions[idx] = ctrl.act_batch({k: v[idx] for k, v in obs.items()})
+        _, term, trunc = batch.step(actions, active=active)
+        for slot in idx:
+            ep = live[slot]
+            ep["steps"] += 1
+            if not (term[slot] or trunc[slot]):
+                continue
+            info = batch.info(slot)
+            col = info["collision"] or {}
+            out.append({
+                "index": ep["index"], "seed": ep["seed"], "outcome": info["outcome"] or "timeout",
+                "steps": ep["steps"], "cause_class": col.get("cause_class"),
+                "object_class": col.get("object_class"), "object_id": col.get("object_id"),
+                "contact_point": col.get("contact_point"), "building_id": info["building_id"],
+                "building_seed": info["building_seed"], "start_xy": ep["start_xy"],
+                "goal_xy": ep["goal_xy"], "episode_id": None,
+                "seconds": time.perf_counter() - ep["t0"]})
+            live[slot] = None
+            if queue:
+                start(slot)
+    return sorted(out, key=lambda r: r["index"])
+
+
 def run_evaluation(cfg: NavConfig, spec: dict, out_dir: str | os.PathLike, *,
                    progress: bool = True) -> dict[str, Any]:
     """Roll out `spec`'s controller on cfg.evaluate's fixed set; resumable.
@@ -240,14 +315,21 @@ def run_evaluation(cfg: NavConfig, spec: dict, out_dir: str | os.PathLike, *,
         append_jsonl(out / "rollouts.jsonl", rows)
         bar.update(len(rows))
 
+    batched = e.batch_size > 1 and spec["kind"] in ("policy", "route_pursuit") and not (
+        e.save_failures or e.save_all)
+    run = _rollouts_batched if batched else _rollouts
     if todo:
-        if e.num_workers <= 1:
+        if e.num_workers <= 1 and not batched:
             for i in todo:
                 keep(_rollouts(cfg_json, spec, [i], str(out)))
+        elif e.num_workers <= 1:
+            for k in range(0, len(todo), 2 * e.batch_size):
+                keep(run(cfg_json, spec, todo[k: k + 2 * e.batch_size], str(out)))
         else:
-            chunks = [todo[k: k + 4] for k in range(0, len(todo), 4)]
+            size = max(4, 2 * e.batch_size) if batched else 4
+            chunks = [todo[k: k + size] for k in range(0, len(todo), size)]
             with ProcessPoolExecutor(e.num_workers, mp_context=get_context("spawn")) as pool:
-                futs = [pool.submit(_rollouts, cfg_json, spec, ch, str(out)) for ch in chunks]
+                futs = [pool.submit(run, cfg_json, spec, ch, str(out)) for ch in chunks]
                 for f in as_completed(futs):
                     keep(f.result())
     bar.close()

@@ -115,6 +115,36 @@ def replicate_mean(values: Sequence[float], level: float = 0.95,
             "ci95": [max(bounds[0], mean - half), min(bounds[1], mean + half)]}
 
 
+def paired_t_test(differences: Sequence[float]) -> dict:
+    """Two-sided one-sample t test that paired differences (one per replicate) average 0.
+
+    The replicate's two arms share the collection seed and the evaluation episodes, so
+    their difference is one paired observation; with R replicates the test has R - 1
+    degrees of freedom.
+
+    Returns:
+        {"t", "df", "p"} (t and p None for fewer than 2 values; p 1.0 when every
+        difference is 0, p 0.0 when they are equal and non-zero).
+
+    Example:
+        >>> r = paired_t_test([1.0, 2.0, 3.0])  # mean 2, sd 1, t = 2 * sqrt(3), df 2
+        >>> round(r["t"], 4), r["df"], round(r["p"], 4)
+        (3.4641, 2, 0.0742)
+    """
+    from scipy.stats import t as student_t
+
+    n = len(differences)
+    if n < 2:
+        return {"t": None, "df": max(n - 1, 0), "p": None}
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in differences) / (n - 1))
+    if sd == 0:
+        return {"t": None if mean == 0 else math.copysign(math.inf, mean), "df": n - 1,
+                "p": 1.0 if mean == 0 else 0.0}
+    t = mean / (sd / math.sqrt(n))
+    return {"t": t, "df": n - 1, "p": float(2 * student_t.sf(abs(t), n - 1))}
+
+
 def summarize_outcomes(outcomes: Iterable[str], causes: Iterable[str | None]) -> dict:
     """Failure rate with its 95% interval, success/timeout rates and causes.
 

@@ -85,3 +85,29 @@ def test_the_umbrella_command_stays_light():
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_ablation_and_new_site_presets():
+    from loop.config import load_loop_config
+
+    full, quick, newsite = (load_loop_config(n) for n in ("full", "quick", "newsite"))
+    ablation = {"targeted_semantic", "targeted_collision", "targeted_shuffled", "uniform"}
+    assert ablation <= set(full.arms) and full.replicates >= 3
+    assert ablation | {"site_semantic", "site_uniform"} == set(quick.arms)
+    assert set(newsite.arms) == {"site_semantic", "site_uniform"} and newsite.replicates >= 3
+    assert newsite.eval.ood_rollouts >= 200
+    for cfg in (full, quick, newsite):
+        # the taxonomy's own text, against how kinds look to the sensors
+        assert cfg.regions.semantic_source == "mode" and cfg.regions.kind_text == "sensor"
+        assert cfg.eval.camera_blind and cfg.nav.evaluate.batch_size > 1
+
+
+def test_site_arms_need_a_held_out_set_and_one_cycle():
+    import pytest
+
+    from loop.config import LoopConfig
+
+    with pytest.raises(ValueError, match="ood_rollouts"):
+        LoopConfig.model_validate({"arms": ["site_semantic"], "eval": {"ood_rollouts": 0}})
+    with pytest.raises(ValueError, match="cycles: 1"):
+        LoopConfig.model_validate({"arms": ["site_uniform"], "cycles": 2})

@@ -192,3 +192,45 @@ def test_killed_loop_resumes_without_redoing_finished_stages(tmp_path, monkeypat
     assert len(reps["paired"]["targeted_semantic vs uniform"]["in_distribution"]
                ["differences"]) == 2
     assert "targeted_semantic@r1 vs uniform" in results["paired"]
+
+
+def test_ablation_and_new_site_arms_run_with_their_own_regions(tmp_path):
+    """No model server (mode names from keywords): the shuffled control collects with its
+    own regions file; the new-site arms collect in the held-out family, are judged only on
+    its set, and compare with each other; a site arm without matches is reported, not run."""
+    cfg = LoopConfig.model_validate({
+        **TINY, "pipeline": {**TINY["pipeline"], "discovery": {
+            **TINY["pipeline"]["discovery"], "use_model_names": False}},
+        "eval": {"in_distribution_rollouts": 2, "ood_rollouts": 2, "mining_rollouts": 6},
+        "arms": ["targeted_semantic", "targeted_collision", "targeted_shuffled", "uniform",
+                 "site_semantic", "site_uniform"]})
+    out = tmp_path / "loop"
+    results = run_loop(cfg, out, progress=False)
+    rdir = out / "cycle0" / "base"
+    doc = json.loads((rdir / "regions.json").read_text())
+    assert doc["shuffle"]["method"] in ("permutation", "random_kinds", "none")
+    assert doc["site"]["family"] == "office_b"
+    for arm in ("targeted_semantic", "targeted_collision", "targeted_shuffled"):
+        assert (rdir / f"regions_{arm}.json").exists()
+        assert set(results["policies"][arm]) == {"in_distribution", "ood"}
+    site_file = json.loads((rdir / "regions_site_semantic.json").read_text())
+    site_arms = ["site_uniform"] + (["site_semantic"] if site_file["regions"] else [])
+    for arm in site_arms:
+        assert set(results["policies"][arm]) == {"ood"}, arm
+        manifest = json.loads((out / "cycle0" / arm / "data" / "manifest.json").read_text())
+        assert manifest["num_samples"] == 200
+        fams = {e["family"] for f in (out / "cycle0" / arm / "data" / "shards").glob("*.npz")
+                for e in read_shard(f, load_arrays=False).episodes}
+        assert fams == {"office_b"}, (arm, fams)
+    if site_file["regions"]:
+        assert "site_semantic vs site_uniform" in results["ablation"]
+        assert all(r["family"] == "office_b" for r in site_file["regions"])
+    else:
+        assert "site_semantic" not in results["policies"]
+        assert results["skipped_arms"]["cycle0/site_semantic"] == site_file["why"]
+    assert set(results["ablation"]) >= {"targeted_semantic vs targeted_collision",
+                                        "targeted_semantic vs targeted_shuffled",
+                                        "targeted_shuffled vs targeted_collision"}
+    assert "cannot rank the arms" in results["scope"]
+    md = (out / "report.md").read_text()
+    assert "## Which arm needed the taxonomy" in md and results["scope"] in md

@@ -100,3 +100,62 @@ def test_report_html_is_one_file_and_escapes_model_written_names(loop_dir):
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<h1>Closed loop: custom" in page and "<th>policy</th>" in page
     assert "<td>15.0%, 45.0%</td>" in page  # a replicate row of report.md, as a table cell
+
+
+@pytest.fixture
+def ablation_dir(tmp_path):
+    """3 replicates of semantic, collision, shuffled and uniform on the same 20 episodes."""
+    _write_eval(tmp_path, "base", set(range(10)))
+    fails = {"targeted_semantic": (3, 4, 5), "targeted_collision": (6, 5, 7),
+             "targeted_shuffled": (6, 7, 8), "uniform": (8, 8, 9)}
+    for arm, ks in fails.items():
+        for rep, k in enumerate(ks):
+            _write_eval(tmp_path, arm if rep == 0 else f"{arm}@r{rep}", set(range(k)))
+    return tmp_path
+
+
+def test_ablation_compares_semantic_with_collision_and_shuffled(ablation_dir):
+    arms = ["targeted_semantic", "targeted_collision", "targeted_shuffled", "uniform"]
+    res = collect_results(LoopConfig(arms=arms, replicates=3), ablation_dir)
+    abl = res["ablation"]
+    assert set(abl) == {"targeted_semantic vs uniform", "targeted_semantic vs targeted_collision",
+                        "targeted_semantic vs targeted_shuffled",
+                        "targeted_shuffled vs uniform", "targeted_shuffled vs targeted_collision",
+                        "targeted_collision vs uniform"}
+    r = abl["targeted_semantic vs targeted_shuffled"]["in_distribution"]
+    # per replicate (3-6, 4-7, 5-8)/20 = -0.15 each: sd 0, so the t interval is a point
+    assert r["difference"] == pytest.approx(-0.15)
+    assert r["verdict"] == "lower" and r["p"] == 0.0 and "3 replicates" in r["method"]
+    r = abl["targeted_semantic vs targeted_collision"]["in_distribution"]
+    # -3/20, -1/20, -2/20: mean -0.10, sd 0.05, t(0.975, 2) = 4.302653: -0.10 +- 0.12421
+    assert r["ci95"] == pytest.approx([-0.10 - 0.124207, -0.10 + 0.124207], abs=1e-5)
+    assert r["verdict"] == "not distinguishable"  # the interval spans 0
+    md = report_markdown(res)
+    assert "## Which arm needed the taxonomy" in md
+    assert "matching each mode's text to its own kinds (vs shuffled) helped" in md
+    assert "3 replicate(s)" in res["scope"] and "`failtax close-loop full`" not in res["scope"]
+
+
+def test_one_replicate_says_what_it_cannot_conclude(loop_dir):
+    import shutil
+
+    for p in ("uniform@r1", "targeted_semantic@r1"):
+        shutil.rmtree(loop_dir / "evals" / p)
+    res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"]), loop_dir)
+    assert "cannot rank the arms" in res["scope"] and "failtax close-loop full" in res["scope"]
+    assert res["scope"] in report_markdown(res)
+    r = res["ablation"]["targeted_semantic vs uniform"]["in_distribution"]
+    assert r["method"].startswith("1 replicate")
+
+
+def test_camera_blind_follower_is_compared_with_base(loop_dir):
+    _write_eval(loop_dir, "camera_blind", set(range(4)))  # fails 4 of 20, base 10 of 20
+    res = collect_results(LoopConfig(arms=["targeted_semantic", "uniform"], replicates=2),
+                          loop_dir)
+    assert list(res["policies"])[:2] == ["base", "camera_blind"]
+    assert "camera_blind" not in res["relative_reduction"]
+    r = res["ablation"]["base vs camera_blind"]["in_distribution"]
+    assert r["difference"] == pytest.approx(6 / N) and r["verdict"] == "higher"
+    assert "the base policy's camera (vs the camera-blind route follower it corrects) hurt" in \
+        report_markdown(res)
+    assert "camera_blind" not in res["replicates"]["arms"]

@@ -267,3 +267,124 @@ def test_presets_load():
     assert full.eval.in_distribution_rollouts >= 200 and full.budget_samples >= 10000
     with pytest.raises(ValueError, match="valid: "):
         load_loop_config("nonexistent")
+
+
+# ---------------------------------------------------------------------- honest mode text
+SENSOR_MODES = [  # what a taxonomy mined from robot logs says, and the kinds it means
+    ("Unseen obstacle", "Collided with something the depth sensor did not see.",
+     {"glass_door", "glass_partition"}),
+    ("Thin object at range", "A thin object vanished from depth at range.", {"pole"}),
+    ("Lost from view", "The obstacle left the camera's view on approach.", {"box", "bin"}),
+    ("Corner clip", "Clipped a corner while turning.", {"pillar"}),
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from failtax.embedding import EmbeddingConfig, make_text_embedder
+
+    return make_text_embedder(EmbeddingConfig(kind="minilm"))
+
+
+@pytest.fixture(scope="module")
+def office_a_kinds(sim_config):
+    from loop.regions import kind_catalogue
+
+    return sorted(kind_catalogue(sim_config, "office_a", [BUILDING_SEED]))
+
+
+@pytest.mark.parametrize("name,description,expected", SENSOR_MODES)
+def test_sensor_phenomena_match_the_kinds_that_cause_them(name, description, expected, minilm,
+                                                          office_a_kinds):
+    """Mode text that speaks of what the sensors saw (no class name) finds the kind; with the
+    old kind names ("glass door made of glass") and raw cosine it did not."""
+    from loop.regions import semantic_matches
+
+    rc = RegionsConfig()
+    mode = [{"name": name, "description": description, "keywords": []}]
+    best: list = []
+    (found,) = semantic_matches(mode, office_a_kinds, minilm, rc.semantic_min_similarity,
+                                rc.semantic_margin, rc.semantic_max_kinds, kind_style="sensor",
+                                score="centred", best=best)
+    assert found and found[0][0] in expected, found
+    assert best[0]["object_class"] == found[0][0]
+
+
+def test_old_kind_names_miss_the_unseen_obstacle(minilm, office_a_kinds):
+    from loop.regions import semantic_matches
+
+    name, description, expected = SENSOR_MODES[0]
+    (found,) = semantic_matches([{"name": name, "description": description}], office_a_kinds,
+                                minilm, 0.3, 0.15, 2, kind_style="name", score="cosine")
+    assert not {c for c, _, _ in found} & expected
+
+
+@pytest.mark.parametrize("text", ["The robot failed. Keywords: robot, failure",
+                                  "The robot timed out waiting for the goal.",
+                                  "The robot collided with an object close by."])
+def test_vague_mode_text_matches_nothing_and_says_its_best(text, minilm, office_a_kinds):
+    from loop.regions import semantic_matches
+
+    rc = RegionsConfig()
+    best: list = []
+    (found,) = semantic_matches([{"name": "Failure", "description": text}], office_a_kinds,
+                                minilm, rc.semantic_min_similarity, rc.semantic_margin,
+                                rc.semantic_max_kinds, kind_style="sensor", score="centred",
+                                best=best)
+    assert found == []
+    assert best[0]["similarity"] < rc.semantic_min_similarity
+
+
+def _m(cls, mat="x"):
+    return {"object_class": cls, "material": mat, "similarity": 0.3, "object_ids": {}}
+
+
+def test_shuffle_moves_each_modes_kinds_to_another_mode():
+    from loop.regions import shuffled_matches
+
+    kinds = [("chair", "x"), ("glass_door", "x"), ("pole", "x"), ("wall", "x")]
+    matches = [[_m("glass_door")], [], [_m("chair")], [_m("pole")]]
+    out, info = shuffled_matches(matches, kinds, seed=3)
+    assert info["method"] == "permutation" and info["unchanged_modes"] == 0
+    assert out[1] == []  # a mode without matches stays collision-only: same budgets
+    got = [[m["object_class"] for m in ms] for ms in out]
+    assert sorted(map(tuple, got)) == sorted(map(tuple, [[m["object_class"] for m in ms]
+                                                          for ms in matches]))
+    assert all(g != [m["object_class"] for m in ms] for g, ms in zip(got, matches) if ms)
+    assert shuffled_matches(matches, kinds, seed=3)[0] == out  # seeded
+
+
+def test_shuffle_with_one_matched_mode_draws_other_kinds():
+    from loop.regions import shuffled_matches
+
+    kinds = [("chair", "x"), ("glass_door", "x"), ("pole", "x")]
+    out, info = shuffled_matches([[_m("glass_door")], []], kinds, seed=0)
+    assert info["method"] == "random_kinds"
+    assert out[0][0]["object_class"] in {"chair", "pole"} and out[1] == []
+    assert shuffled_matches([[], []], kinds, seed=0)[1]["method"] == "none"
+
+
+def test_shuffled_arm_and_new_site_regions(failures, sim_config):
+    from nav_policy.regions import parse_regions
+
+    root, _, taxonomy, assignments = failures
+    doc = build_regions(taxonomy, assignments, root, sim_config,
+                        RegionsConfig(catalogue_buildings=1), budget_samples=1001,
+                        family="office_a", site_family="office_b", shuffle_seed=0)
+    glass, chair = doc["modes"]
+    assert doc["shuffle"]["method"] == "permutation"
+    # glass's kinds went to the chair mode and back: same budget, other targets
+    assert {m["object_class"] for m in chair["shuffled_matches"]} == {
+        m["object_class"] for m in glass["semantic_matches"]}
+    shuffled = doc["regions"]["targeted_shuffled"]
+    assert sum(r["budget_samples"] for r in shuffled) == 1001
+    sem_chair = [r for r in shuffled if r["mode"] == chair["name"] and
+                 r["why"] == "semantic_match"]
+    assert sem_chair and all(r["object_class"].startswith("glass") for r in sem_chair)
+    # the new site: the same modes matched against office_b's own kinds (its own materials)
+    site = doc["regions"]["site_semantic"]
+    assert sum(r["budget_samples"] for r in site) == 1001
+    assert {r["family"] for r in site} == {"office_b"}
+    assert any(r["object_class"] == "glass_door" and r["material"] == "tinted_glass"
+               for r in site)
+    assert parse_regions(arm_regions(doc, "site_semantic"))

@@ -66,3 +66,38 @@ def test_replicate_mean_t_interval():
     assert one["sd"] is None and one["ci95"] is None and one["replicates"] == 1
     with pytest.raises(ValueError, match="no replicates"):
         replicate_mean([])
+
+
+def test_paired_t_test_by_hand():
+    from nav_policy.stats import paired_t_test
+
+    # differences 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t = 2 sqrt(3) = 3.4641, df 2.
+    # For 2 degrees of freedom the t distribution has a closed form: two-sided
+    # p = 1 - |t| / sqrt(t^2 + 2) = 1 - 3.4641 / sqrt(14) = 0.07418.
+    r = paired_t_test([1.0, 2.0, 3.0])
+    assert r["t"] == pytest.approx(2 * 3 ** 0.5)
+    assert r["df"] == 2
+    assert r["p"] == pytest.approx(1 - 12 ** 0.5 / 14 ** 0.5, abs=1e-9)
+    assert paired_t_test([0.1])["p"] is None
+    assert paired_t_test([0.0, 0.0, 0.0])["p"] == 1.0
+    assert paired_t_test([-0.05, -0.05])["p"] == 0.0
+
+
+def test_replicate_t_interval_by_hand():
+    from nav_policy.stats import replicate_mean
+
+    # mean 2, sd 1, n 3; t(0.975, 2) = 4.302653 (tables): 2 +- 4.302653 / sqrt(3)
+    r = replicate_mean([1.0, 2.0, 3.0])
+    assert r["ci95"] == pytest.approx([2 - 2.4841377, 2 + 2.4841377], abs=1e-6)
+    # the committed full run's semantic - uniform differences (docs/LOOP.md):
+    # -2.75, -10.5, -10.75 points: mean -8.0, sd 4.548, t interval [-19.30, +3.30]
+    r = replicate_mean([-0.0275, -0.105, -0.1075], bounds=(-1, 1))
+    assert r["mean"] == pytest.approx(-0.08)
+    assert r["ci95"] == pytest.approx([-0.19299, 0.03299], abs=1e-4)
+
+
+def test_wilson_by_hand():
+    # 10 failures of 100: centre (0.1 + 1.96^2/200) / (1 + 1.96^2/100) = 0.11480;
+    # half 1.96 sqrt(0.09/100 + 1.96^2/40000) / 1.038415 = 0.06005 -> [0.0552, 0.1744]
+    lo, hi = wilson_interval(10, 100)
+    assert (lo, hi) == pytest.approx((0.05523, 0.17437), abs=1e-4)
