@@ -197,7 +197,7 @@ class ClusterThenName(StrategyBase):
             if grouping is not None:
                 labels, proposals = grouping
                 clusters = _ClusterSet(x, labels, texts, kept, cfg)
-        if use_model:
+        if use_model and not refined.get("unreachable"):
             unnamed = [c for c in range(clusters.k) if proposals[c] is None]
             for c, p in zip(unnamed, await self._name_all(clusters, backend, unnamed)):
                 proposals[c] = p
@@ -284,10 +284,14 @@ class ClusterThenName(StrategyBase):
         if len(prompt) / cfg.chars_per_token + max_tokens > cfg.context_tokens:
             notes["skipped"] = f"the review of {k} clusters does not fit context_tokens={cfg.context_tokens}"
             return None, notes
-        parsed, _ = await call_json(
+        parsed, result = await call_json(
             backend, prompt, answer, max_tokens=max_tokens, temperature=cfg.temperature,
             seed=derive_seed(cfg.seed, "refine") % (2**31), purpose="refine_clusters", call_log=self.call_log,
         )
+        if result is None:  # no answer from the backend: naming waits for the review (a rerun redoes both)
+            notes["skipped"] = "the model was unreachable (see errors); clusters keep keyword names until a rerun"
+            notes["unreachable"] = True
+            return None, notes
         if not isinstance(parsed, dict):
             notes["skipped"] = "no usable answer (see errors); each cluster is named on its own"
             return None, notes

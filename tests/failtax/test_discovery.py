@@ -477,3 +477,18 @@ def test_an_unusable_name_is_asked_once_more_with_the_reason(data, stub_backend_
     tax = discover(make_strategy(cfg(num_modes=5)), explanations, backend)
     assert all(m.named_by == "model" and m.name.startswith("cause kind") for m in tax.modes)
     assert tax.notes["calls"]["calls"] == 10 and tax.notes["degenerate"]["name_retry:generic"] == 5
+
+
+def test_unreachable_review_leaves_naming_for_the_rerun(data, stub_backend_factory):
+    """Naming depends on the review's grouping: without the review's answer no cluster is
+    named (a rerun asks both), so no call is spent on clusters the review may merge."""
+    explanations, _ = data
+
+    def responder(method, messages, attempt):
+        raise BackendError("connection refused")
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(refine=True)), explanations, backend)
+    assert {kind_of(m) for _, m in backend.requests} == {"refine"}
+    assert tax.notes["refine"]["unreachable"] and tax.notes["retryable"]
+    assert all(m.named_by == "keywords" for m in tax.modes)
