@@ -142,6 +142,26 @@ def mode_choice_answer(choices: tuple[str, ...], *, max_modes: int) -> type[Base
     )
 
 
+@lru_cache(maxsize=64)
+def monitor_answer(modes: tuple[str, ...] | None, *, reason_max_chars: int) -> type[BaseModel]:
+    """A runtime monitor's decision: {verdict, mode?, reason?}.
+
+    `verdict` is SAFE or UNSAFE; with a taxonomy, `mode` is one of its mode names or
+    "none"; `reason` (omitted when `reason_max_chars` is 0) comes last, after the
+    decision, so a short cap costs no accuracy.
+    """
+    verdict = Annotated[Literal["SAFE", "UNSAFE"],
+                        WithJsonSchema({"type": "string", "enum": ["SAFE", "UNSAFE"]})]
+    fields: dict[str, Any] = {"verdict": (verdict, ...)}
+    if modes is not None:
+        names = (*modes, "none")
+        fields["mode"] = (
+            Annotated[Literal[names], WithJsonSchema({"type": "string", "enum": list(names)})], ...)
+    if reason_max_chars:
+        fields["reason"] = (_text(reason_max_chars, min_chars=0), ...)
+    return create_model("MonitorAnswer", __config__=_CLOSED, **fields)
+
+
 def answer_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON schema sent to a server for answers of `model`: references
     inlined, titles dropped, keywords in a fixed order."""
@@ -179,6 +199,7 @@ __all__ = [
     "mode_answer",
     "mode_answer_for",
     "mode_choice_answer",
+    "monitor_answer",
     "rephrase_answer",
     "taxonomy_answer",
     "taxonomy_answer_for",

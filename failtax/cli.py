@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("failtax.commands:evaluate", "Score a run against ground-truth cause labels."),
     "report": ("failtax.commands:report", "Rebuild summary.md and report.html of a run."),
     "compare": ("failtax.compare:compare", "Run several reasoners on the same failures and compare them."),
+    "monitor": ("failtax.monitor.cli:monitor", "Runtime failure monitor: evaluate monitors (taxonomy, baselines) on episodes."),
 }
 
 
