@@ -59,7 +59,13 @@ async def evaluate_all(cfgs: list, episode_sets: dict[str, Path], out: Path, *,
     """Every monitor on every episode set; writes the decisions, results.json,
     summary.md and report.html under `out` and returns the results."""
     from failtax.monitor import make_monitor
-    from failtax.monitor.evaluate import evaluate_monitor, fingerprint, score, select_episodes, write_results
+    from failtax.monitor.evaluate import (
+        evaluate_monitor,
+        fingerprint,
+        score,
+        select_episodes,
+        write_results,
+    )
     from failtax.run_folder import backend_stats
     from serving import make_backend
 

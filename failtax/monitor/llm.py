@@ -138,7 +138,7 @@ class LLMMonitor:
         except BackendError as e:
             return Decision(step, t_s, SAFE, reason=str(e)[:200], source="fallback:backend_error")
         latency = 0.0 if result.cached else time.perf_counter() - start
-        base = dict(call_id=result.call_id, cached=result.cached, latency_s=latency)
+        base = {"call_id": result.call_id, "cached": result.cached, "latency_s": latency}
         if result.parsed is None:
             why = "truncated" if result.finish_reason == "length" else "parse_failure"
             return Decision(step, t_s, SAFE, reason=(result.error or "")[:200],

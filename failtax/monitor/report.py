@@ -32,8 +32,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             rows.append([
                 name, set_name, f"{m['episodes']} ({m['failures']}/{m['successes']})",
                 _pct(m["tpr"]), _pct(m["tnr"]), _pct(m["fpr"]), _pct(m["fnr"]),
-                f"{100 * m['f1']['value']:.1f} [{100 * m['f1']['ci95'][0]:.0f}–"
-                f"{100 * m['f1']['ci95'][1]:.0f}]",
+                (f"{100 * m['f1']['value']:.1f} [{100 * m['f1']['ci95'][0]:.0f}–"
+                f"{100 * m['f1']['ci95'][1]:.0f}]"),
                 f"{_num(lead['mean'])} / {_num(lead['median'])}",
                 f"{m['decisions_by_model']}/{m['decisions']}",
                 _num(m["throughput"]["decisions_per_s"], "{:.1f}"),
@@ -45,8 +45,8 @@ def summary_markdown(results: dict[str, Any], *, title: str) -> str:
     lines = [f"# {title}", "", results.get("note", ""), "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
-    lines += ["", "Rates in % with 95 % Wilson intervals; F1 with a bootstrap interval over "
-              "episodes; lead time = collision time minus alarm time of true alarms.", ""]
+    lines += ["", ("Rates in % with 95 % Wilson intervals; F1 with a bootstrap interval over "
+              "episodes; lead time = collision time minus alarm time of true alarms."), ""]
     for name, sets in results["monitors"].items():
         for set_name, m in sets.items():
             causes = ", ".join(f"{c} {_pct(r)}" for c, r in m["detection_by_cause"].items())
