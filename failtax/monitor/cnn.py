@@ -43,8 +43,12 @@ class FrameSet:
 
 
 def frame_array(episode: Episode, frame_index: int, image_px: int) -> np.ndarray:
-    """Frame as (3, px, px) float32 in [0, 1] (resized when the log's size differs)."""
-    rgb = episode.load_frame(frame_index)
+    """A logged frame as the network's input (see `image_array`)."""
+    return image_array(episode.load_frame(frame_index), image_px)
+
+
+def image_array(rgb: np.ndarray, image_px: int) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB image as (3, px, px) float32 in [0, 1] (resized when needed)."""
     if rgb.shape[0] != image_px or rgb.shape[1] != image_px:
         from PIL import Image
 
@@ -156,7 +160,7 @@ def train_cnn(frames: FrameSet, cfg: CNNConfig, out_path: str | Path, *, kind: s
             opt.zero_grad()
             loss.backward()
             opt.step()
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
     seconds = time.perf_counter() - start
     meta = {"kind": kind, "modes": frames.modes, "cnn": cfg.model_dump(mode="json"),
             "samples": len(y), "positives": int(pos)}
@@ -208,9 +212,9 @@ class CNNMonitor:
             modes = [None if n == NONE_MODE else n for n in names]
         return p, modes
 
-    def decide_frame(self, image: np.ndarray, step: int, t_s: float) -> Decision:
-        """One online decision on one (3, H, W) frame."""
-        p, modes = self.predict(image[None])
+    def decide_frame(self, rgb: np.ndarray, step: int, t_s: float) -> Decision:
+        """One online decision on one camera image (H, W, 3 uint8), as the robot sees it."""
+        p, modes = self.predict(image_array(rgb, self.cnn.image_px)[None])
         return self._decision(float(p[0]), modes[0], step, t_s)
 
     def _decision(self, p: float, mode: str | None, step: int, t_s: float) -> Decision:
