@@ -200,16 +200,16 @@ def summary_text(r: dict[str, Any]) -> str:
         "",
         f"- {r['episodes']} paired episodes ({r['family']}, same reset seeds)",
         f"- failure rate alone {pct(fa)}; safeguarded {pct(fb)}",
-        f"- paired: only alone failed {r['paired']['only_alone_failed']}, only safeguarded failed "
+        (f"- paired: only alone failed {r['paired']['only_alone_failed']}, only safeguarded failed "
         f"{r['paired']['only_safeguarded_failed']}, both {r['paired']['both_failed']}; exact "
-        f"McNemar p = {r['paired']['mcnemar_exact_p']:.3g}",
+        f"McNemar p = {r['paired']['mcnemar_exact_p']:.3g}"),
         f"- timeouts: alone {r['timeouts']['alone']}, safeguarded {r['timeouts']['safeguarded']}",
-        f"- share of control time under the safeguard {100 * r['share_of_time_under_safeguard']:.1f} %; "
-        f"{r['alarms_per_episode']:.2f} alarms per episode",
-        f"- mission time where both succeeded ({mt['pairs']} pairs): alone "
+        (f"- share of control time under the safeguard {100 * r['share_of_time_under_safeguard']:.1f} %; "
+        f"{r['alarms_per_episode']:.2f} alarms per episode"),
+        (f"- mission time where both succeeded ({mt['pairs']} pairs): alone "
         f"{mt['alone_mean'] or float('nan'):.1f} s, safeguarded {mt['safeguarded_mean'] or float('nan'):.1f} s; "
         f"{mt['with_false_alarms']} of them had (false) alarms costing "
-        f"{mt['false_alarm_extra_s_mean'] or 0.0:+.1f} s on average",
+        f"{mt['false_alarm_extra_s_mean'] or 0.0:+.1f} s on average"),
         f"- monitor latency {1000 * lat:.2f} ms per decision (one CPU thread) vs a decision "
         f"period of {m['decision_period_s']:.2f} s and a control period of {m['control_period_s']:.2f} s"
         if lat is not None else "- no monitor decisions",
