@@ -104,7 +104,7 @@ def _net(cfg: CNNConfig, num_modes: int):
 
     layers, c_in = [], 3
     for c in cfg.channels:
-        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
         c_in = c
     trunk = nn.Sequential(*layers, nn.Flatten())
     with torch.no_grad():
@@ -119,7 +119,7 @@ def _net(cfg: CNNConfig, num_modes: int):
             self.mode = nn.Linear(64, max(num_modes, 1))
 
         def forward(self, x):
-            h = self.hidden(self.trunk(x))
+            h = self.hidden(self.trunk(x - 0.5))  # frames in [0, 1], centred
             return self.unsafe(h).squeeze(-1), self.mode(h)
 
     return FrameMonitorNet()

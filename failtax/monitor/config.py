@@ -33,7 +33,7 @@ class CNNConfig(StrictModel):
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
     # an UNSAFE probability at or above this is UNSAFE
     threshold: float = Field(0.5, gt=0, lt=1)
     # torch threads for training and inference (the decisions/s figure is per this many)

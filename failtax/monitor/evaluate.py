@@ -164,7 +164,7 @@ def score(runs: list[EpisodeRun], *, seed: int = 0) -> dict[str, Any]:
     named = [r for r in runs if r.failure and r.alarm is not None]
     metrics.update(
         decisions=n,
-        decisions_by_model=sum(d.source == "model" for d in decisions),
+        decisions_by_model=sum(not d.source.startswith("fallback:") for d in decisions),
         fallbacks=fallbacks,
         unsafe_share=sum(d.unsafe for d in decisions) / n if n else None,
         throughput={
