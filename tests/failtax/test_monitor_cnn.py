@@ -92,3 +92,20 @@ def test_distillation_without_matching_teacher_is_a_clear_error(tmp_path, episod
 def test_missing_checkpoint_names_the_fix():
     with pytest.raises(FileNotFoundError, match="failtax monitor train"):
         CNNMonitor(MonitorConfig(kind="cnn", checkpoint_path="nope.pt"))
+
+
+def test_the_classifier_learns_a_separable_cue(tmp_path):
+    """Frames whose lower half is dark (an obstacle close ahead) are UNSAFE: the
+    network must separate them, not collapse to a constant probability."""
+    from failtax.monitor.cnn import FrameSet
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.4, 0.9, size=(240, 3, 32, 32)).astype(np.float32)
+    unsafe = np.arange(240) % 4 == 0
+    images[unsafe, :, 16:, :] *= 0.3
+    frames = FrameSet(images, unsafe.astype(np.float32), np.full(240, -1), [])
+    cnn = CNNConfig(image_px=32, epochs=4, channels=[4, 8, 8])
+    train_cnn(frames, cnn, tmp_path / "s.pt", kind="supervised", progress=False)
+    mon = CNNMonitor(MonitorConfig(kind="cnn", checkpoint_path=str(tmp_path / "s.pt"), cnn=cnn))
+    p, _ = mon.predict(images)
+    assert p[unsafe].min() > p[~unsafe].max()
