@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DECISIONS_FILE = "decisions.jsonl"
 RESULTS_FILE = "results.json"
+RETRYABLE = "fallback:backend_error"  # a decision no model made because the backend failed
 
 
 @dataclass
@@ -131,8 +132,11 @@ async def evaluate_monitor(monitor: Monitor, episodes: list[Episode], cfg: Monit
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # an episode whose model calls failed at the transport (dead or overloaded server) is
+    # redone by a rerun; answers the model gave come back from the call cache
     done = {r["episode_id"]: EpisodeRun.from_dict(r) for r in read_jsonl(out / DECISIONS_FILE)
-            if r.get("fingerprint") == fp}
+            if r.get("fingerprint") == fp
+            and not any(d["source"] == RETRYABLE for d in r["decisions"])}
     todo = [e for e in episodes if e.episode_id not in done]
     bar = tqdm(total=len(todo), desc=f"monitor {monitor.name}", unit="ep", disable=not progress)
     gate = asyncio.Semaphore(concurrency)

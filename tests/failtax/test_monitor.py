@@ -152,3 +152,28 @@ def test_evaluate_writes_results_and_resumes_without_calls(tmp_path, mixed_episo
 def test_max_episodes_keeps_both_outcomes(mixed_episodes, taxonomy_path):
     eps, _ = select_episodes(mixed_episodes, _cfg(taxonomy_path, max_episodes=2))
     assert sorted(e.meta["outcome"] for e in eps) == ["collision", "success"]
+
+
+def test_backend_errors_are_redone_by_a_rerun(tmp_path, mixed_episodes, taxonomy_path,
+                                              stub_backend_factory, monkeypatch):
+    from serving.protocol import BackendError
+
+    state = {"down": True}
+
+    def responder(method, messages, attempt):
+        if state["down"]:
+            raise BackendError("connection refused")
+        return _answer()
+
+    backend = stub_backend_factory(responder)
+    import serving
+
+    monkeypatch.setattr(serving, "make_backend", lambda cfg: backend)
+    cfgs = [_cfg(taxonomy_path, max_episodes=2)]
+    first = asyncio.run(evaluate_all(cfgs, {"id": mixed_episodes}, tmp_path / "o", progress=False))
+    m = first["monitors"]["taxonomy"]["id"]
+    assert m["decisions_by_model"] == 0 and m["fallbacks"] == {"fallback:backend_error": m["decisions"]}
+    state["down"] = False
+    again = asyncio.run(evaluate_all(cfgs, {"id": mixed_episodes}, tmp_path / "o", progress=False))
+    m = again["monitors"]["taxonomy"]["id"]
+    assert m["decisions_by_model"] == m["decisions"] > 0 and m["fallbacks"] == {}
