@@ -64,3 +64,27 @@ def test_run_safeguard_pairs_the_same_seeds(tmp_path):
     assert r["share_of_time_under_safeguard"] > 0.3
     assert r["monitor"]["latency_s_per_decision"] > 0
     assert r["failure_rate_alone"]["n"] == 2
+
+
+def test_monitor_command_help_lists_its_subcommands():
+    from click.testing import CliRunner
+
+    from loop.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["monitor", "--help"])
+    assert out.exit_code == 0
+    for sub in ("evaluate", "train", "sets", "safeguard"):
+        assert sub in out.output
+    out = runner.invoke(main, ["monitor", "evaluate", "--help"])
+    assert out.exit_code == 0 and "Wilson" in out.output and "--episodes" in out.output
+
+
+def test_safeguard_refuses_a_model_monitor(tmp_path):
+    from click.testing import CliRunner
+
+    from loop.cli import main
+
+    out = CliRunner().invoke(main, ["monitor", "safeguard", "--config", "taxonomy", "--out",
+                                    str(tmp_path), "--episodes", "1"])
+    assert out.exit_code != 0 and "kind: cnn" in out.output
