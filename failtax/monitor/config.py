@@ -66,6 +66,8 @@ class MonitorConfig(StrictModel):
     window_decisions: int = Field(3, ge=1)
     # the short reason a model gives with each decision (0: no reason field)
     reason_max_chars: int = Field(60, ge=0)
+    # the reason before the verdict (a short chain of thought) instead of after it
+    reason_first: bool = False
     # prompt files (failtax/prompts/ or a path), per variant
     prompts: dict[str, str] = Field(default_factory=lambda: {
         v: f"monitor_{v}.txt" for v in PROMPT_VARIANTS})

@@ -100,7 +100,8 @@ def select_episodes(root: str | Path, cfg: MonitorConfig) -> tuple[list[Episode]
 def fingerprint(cfg: MonitorConfig, monitor: Monitor, extra: Any = None) -> str:
     """What determines a monitor's decisions (config, model, taxonomy), hashed."""
     relevant = cfg.model_dump(mode="json", exclude={"max_episodes", "name", "backend"})
-    return stable_hash([relevant, monitor.model, extra])
+    # the prompt's text, not only its file name: an edited prompt makes new decisions
+    return stable_hash([relevant, monitor.model, getattr(monitor, "prompt", None), extra])
 
 
 async def run_episode(monitor: Monitor, episode: Episode, cfg: MonitorConfig, fp: str

@@ -112,7 +112,8 @@ class LLMMonitor:
         self.taxonomy = taxonomy if cfg.variant == "taxonomy" else None
         self.prompt = load_prompt(cfg.prompts[cfg.variant])
         names = tuple(self.taxonomy.names) if self.taxonomy else None
-        self.answer = monitor_answer(names, reason_max_chars=cfg.reason_max_chars)
+        self.answer = monitor_answer(names, reason_max_chars=cfg.reason_max_chars,
+                                     reason_first=cfg.reason_first)
         self.schema = answer_schema(self.answer)
         self.max_tokens = schema_token_budget(self.schema)
         self._modes = modes_text(self.taxonomy, cfg.mode_description_max_chars) if self.taxonomy else ""

@@ -177,3 +177,25 @@ def test_backend_errors_are_redone_by_a_rerun(tmp_path, mixed_episodes, taxonomy
     again = asyncio.run(evaluate_all(cfgs, {"id": mixed_episodes}, tmp_path / "o", progress=False))
     m = again["monitors"]["taxonomy"]["id"]
     assert m["decisions_by_model"] == m["decisions"] > 0 and m["fallbacks"] == {}
+
+
+def test_reason_first_puts_the_reason_before_the_verdict():
+    from failtax.answers import answer_schema, monitor_answer
+
+    first = answer_schema(monitor_answer(("a",), reason_max_chars=30, reason_first=True))
+    last = answer_schema(monitor_answer(("a",), reason_max_chars=30))
+    assert list(first["properties"]) == ["reason", "verdict", "mode"]
+    assert list(last["properties"]) == ["verdict", "mode", "reason"]
+
+
+def test_an_edited_prompt_changes_the_fingerprint(tmp_path, taxonomy_path, stub_backend_factory):
+    from failtax.monitor.evaluate import fingerprint
+
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Judge {observations}")
+    prompts = {"taxonomy": str(prompt), "nocontext": "monitor_nocontext.txt", "llm_ad": "monitor_llm_ad.txt"}
+    cfg = _cfg(taxonomy_path, prompts=prompts)
+    backend = stub_backend_factory(lambda *a: _answer())
+    before = fingerprint(cfg, make_monitor(cfg, backend))
+    prompt.write_text("Judge carefully {observations}")
+    assert fingerprint(cfg, make_monitor(cfg, backend)) != before
