@@ -193,7 +193,12 @@ class CNNMonitor:
         self.modes: list[str] = self.meta["modes"]
         torch.set_num_threads(cfg.cnn.threads)
         self.net = _net(self.cnn, len(self.modes))
-        self.net.load_state_dict(blob["state_dict"])
+        try:
+            self.net.load_state_dict(blob["state_dict"])
+        except RuntimeError as e:
+            raise ValueError(
+                f"{path} was written for another version of the monitor network "
+                f"({str(e).splitlines()[0]}); retrain it with `failtax monitor train`") from None
         self.net.eval()
         self.cfg = cfg
         self.name = cfg.label

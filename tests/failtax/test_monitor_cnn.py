@@ -109,3 +109,17 @@ def test_the_classifier_learns_a_separable_cue(tmp_path):
     mon = CNNMonitor(MonitorConfig(kind="cnn", checkpoint_path=str(tmp_path / "s.pt"), cnn=cnn))
     p, _ = mon.predict(images)
     assert p[unsafe].min() > p[~unsafe].max()
+
+
+def test_a_checkpoint_of_another_network_is_a_clear_error(tmp_path):
+    import torch
+
+    from failtax.monitor.cnn import _net
+
+    cfg = CNNConfig(image_px=32, channels=[4, 8, 8])
+    net = _net(cfg, 0)
+    state = {k: v for k, v in net.state_dict().items() if "running" not in k}  # an older layout
+    meta = {"kind": "supervised", "modes": [], "cnn": cfg.model_dump(mode="json")}
+    torch.save({"state_dict": state, "meta": json.dumps(meta)}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="retrain"):
+        CNNMonitor(MonitorConfig(kind="cnn", checkpoint_path=str(tmp_path / "old.pt")))
