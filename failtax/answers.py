@@ -180,6 +180,31 @@ def mode_choice_answer(choices: tuple[str, ...], *, max_modes: int) -> type[Base
     )
 
 
+@lru_cache(maxsize=64)
+def monitor_answer(modes: tuple[str, ...] | None, *, reason_max_chars: int,
+                   reason_first: bool = False) -> type[BaseModel]:
+    """A runtime monitor's decision: {reason?, verdict, mode?} or {verdict, mode?, reason?}.
+
+    `verdict` is SAFE or UNSAFE; with a taxonomy, `mode` is one of its mode names or
+    "none"; `reason` is omitted when `reason_max_chars` is 0. With `reason_first` the
+    reason is written before the verdict (a short chain of thought the verdict can
+    follow); otherwise last, after the decision (cheaper: the verdict needs no reason).
+    """
+    verdict = Annotated[Literal["SAFE", "UNSAFE"],
+                        WithJsonSchema({"type": "string", "enum": ["SAFE", "UNSAFE"]})]
+    fields: dict[str, Any] = {}
+    if reason_max_chars and reason_first:
+        fields["reason"] = (_text(reason_max_chars, min_chars=0), ...)
+    fields["verdict"] = (verdict, ...)
+    if modes is not None:
+        names = (*modes, "none")
+        fields["mode"] = (
+            Annotated[Literal[names], WithJsonSchema({"type": "string", "enum": list(names)})], ...)
+    if reason_max_chars and not reason_first:
+        fields["reason"] = (_text(reason_max_chars, min_chars=0), ...)
+    return create_model("MonitorAnswer", __config__=_CLOSED, **fields)
+
+
 def answer_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON schema sent to a server for answers of `model`: references
     inlined, titles dropped, keywords in a fixed order."""
@@ -217,6 +242,7 @@ __all__ = [
     "mode_answer",
     "mode_answer_for",
     "mode_choice_answer",
+    "monitor_answer",
     "rephrase_answer",
     "taxonomy_answer",
     "taxonomy_answer_for",

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("failtax.commands:report", "Rebuild summary.md and report.html of a run."),
     "batch": ("failtax.batch.cli:batch", "Cluster batch runs: model calls as vLLM batch files (local, SLURM, Ray), imported."),
     "compare": ("failtax.compare:compare", "Run several reasoners on the same failures and compare them."),
+    "monitor": ("failtax.monitor.cli:monitor", "Runtime failure monitor: evaluate monitors (taxonomy, baselines) on episodes."),
 }
 
 

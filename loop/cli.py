@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("sim.cli:sim", "Bundled indoor-navigation simulator: sample images, maps, episodes."),
     "nav": ("nav_policy.cli:nav", "Navigation policy: collect expert data, train, evaluate."),
     "close-loop": ("loop.commands:close_loop", "Evaluate → discover → collect in failure regions → retrain → evaluate."),
+    "monitor": ("loop.safeguard:monitor", "Runtime failure monitor: evaluate, train, episode sets, safeguard in the simulator."),
     "corpus": ("loop.corpus:corpus", "Write a multi-operator crash-report corpus with cause labels (sim ground truth)."),
 }
 
