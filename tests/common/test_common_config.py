@@ -72,7 +72,7 @@ def test_set_option_hands_the_command_a_dict():
     (["close-loop", "quick", "--set", "budget_samples"], "dotted.key=value"),
     (["close-loop", "quick", "--set", "arms=[uniform"], "not valid YAML"),
     (["close-loop", "quick", "--set", "budget_samples.x=3"], "not a section"),
-    (["close-loop", "nope"], "valid: full, quick"),
+    (["close-loop", "nope"], "valid: full, newsite, quick, site"),
     (["nav", "collect", "--out", "x", "--set", "collect.seed"], "dotted.key=value"),
     (["nav", "collect", "--out", "x", "--config", "nope"], "valid: default, tiny"),
     (["sim", "map", "--out", "m.png", "--set", "camera"], "dotted.key=value"),
@@ -134,7 +134,7 @@ def test_resolve_preset_by_name_repository_path_or_file(tmp_path, monkeypatch):
     mine.write_text("budget_samples: 5\n")
     assert resolve_preset("quick", "loop").resolve() == mine  # an existing file wins
     assert resolve_preset(str(mine)) == mine
-    with pytest.raises(ValueError, match=r"unknown loop preset 'nope'; valid: full, quick"):
+    with pytest.raises(ValueError, match=r"unknown loop preset 'nope'; valid: full, newsite, quick, site"):
         resolve_preset("nope", "loop")
     with pytest.raises(ValueError, match=r"'configs/sim/nope.yaml' does not exist; valid: "
                                          r"default, nav"):
