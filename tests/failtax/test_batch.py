@@ -116,9 +116,7 @@ def test_batch_run_matches_live_run_with_zero_live_calls(tmp_path, tiny_episodes
 
     run_dir = tmp_path / "batch-run"
     bodies, imports, exports = batch_rounds(cfg, run_dir, tiny_episodes)
-    # discovery takes two rounds: the model's review of the clusters, then the names of the modes
-    # it grouped (naming waits for the review's answer)
-    assert [e.stage for e in exports] == ["reason", "discover", "discover", "assign", None]
+    assert [e.stage for e in exports] == ["reason", "discover", "assign", None]
     assert exports[-1].stages_done == ["downsample", "reason", "discover", "assign"]
     # the batch asked exactly what the live client sent
     canon = sorted(json.dumps(b, sort_keys=True) for b in bodies)
