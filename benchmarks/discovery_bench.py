@@ -222,7 +222,7 @@ def _count(labels: dict[str, Label], explanations) -> dict[str, int]:
 
 
 def print_tables(result: dict[str, Any]) -> None:
-    print(f"\nScale (synthetic explanations, {result["model"]})")
+    print(f"\nScale (synthetic explanations, {result['model']})")
     hdr = f"{'strategy':18s} {'n':>6s} {'modes':>5s} {'disc s':>7s} {'asg s':>6s} {'calls':>6s} " \
           f"{'calls/1k':>8s} {'in tok/e':>8s} {'out tok/e':>9s} {'peak MiB':>8s}"
     print(hdr)
