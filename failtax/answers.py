@@ -104,13 +104,20 @@ def taxonomy_answer(
     )
 
 
+def _mode_caps(cfg: Any) -> dict[str, int]:
+    """The length caps of a mode answer, from a discovery config."""
+    return {
+        "name_max_chars": cfg.name_max_chars,
+        "description_max_chars": cfg.description_max_chars,
+        "keyword_max_chars": cfg.keyword_max_chars,
+        "max_keywords": cfg.max_keywords,
+    }
+
+
 def mode_answer_for(cfg: Any, *, with_percent: bool) -> type[BaseModel]:
     """`mode_answer` with the caps of a discovery config (`name_max_chars`, ...)."""
     return mode_answer(
-        name_max_chars=cfg.name_max_chars,
-        description_max_chars=cfg.description_max_chars,
-        keyword_max_chars=cfg.keyword_max_chars,
-        max_keywords=cfg.max_keywords,
+        **_mode_caps(cfg),
         with_percent=with_percent,
     )
 
@@ -118,10 +125,7 @@ def mode_answer_for(cfg: Any, *, with_percent: bool) -> type[BaseModel]:
 def taxonomy_answer_for(cfg: Any, max_modes: int) -> type[BaseModel]:
     """`taxonomy_answer` with the caps of a discovery config and at most `max_modes` modes."""
     return taxonomy_answer(
-        name_max_chars=cfg.name_max_chars,
-        description_max_chars=cfg.description_max_chars,
-        keyword_max_chars=cfg.keyword_max_chars,
-        max_keywords=cfg.max_keywords,
+        **_mode_caps(cfg),
         max_modes=max_modes,
     )
 
@@ -141,10 +145,13 @@ def grouping_answer(
     group = Annotated[int, Field(ge=1, le=groups)]
     mode = create_model(
         "GroupedModeAnswer",
-        __config__=_CLOSED,
-        name=(_text(name_max_chars), ...),
-        description=(_text(description_max_chars), ...),
-        keywords=(list[_text(keyword_max_chars)], Field(min_length=1, max_length=max_keywords)),
+        __base__=mode_answer(
+            name_max_chars=name_max_chars,
+            description_max_chars=description_max_chars,
+            keyword_max_chars=keyword_max_chars,
+            max_keywords=max_keywords,
+            with_percent=False,
+        ),
         groups=(list[group], Field(min_length=1, max_length=groups)),
     )
     return create_model(
@@ -155,10 +162,7 @@ def grouping_answer(
 def grouping_answer_for(cfg: Any, groups: int) -> type[BaseModel]:
     """`grouping_answer` with the caps of a discovery config."""
     return grouping_answer(
-        name_max_chars=cfg.name_max_chars,
-        description_max_chars=cfg.description_max_chars,
-        keyword_max_chars=cfg.keyword_max_chars,
-        max_keywords=cfg.max_keywords,
+        **_mode_caps(cfg),
         max_modes=min(cfg.max_modes, groups),
         groups=groups,
     )

@@ -21,6 +21,8 @@ from failtax.assignment import AssignmentConfig
 from failtax.discovery.config import DiscoveryConfig
 from failtax.types import STAGES
 from serving.config import BackendConfig
+from serving.embedded import DEFAULT_LOCAL
+from serving.recipes import recipe_names, recipe_window
 
 
 class SourceConfig(StrictModel):
@@ -238,9 +240,6 @@ class PipelineConfig(StrictModel):
 def served_context_tokens(backend: BackendConfig) -> int | None:
     """The context window of the backend's recipe (the embedded default's when it names
     none); None when the backend names no known recipe."""
-    from serving.embedded import DEFAULT_LOCAL
-    from serving.recipes import recipe_names, recipe_window
-
     name = backend.recipe or (DEFAULT_LOCAL if backend.kind == "embedded" else None)
     return recipe_window(name) if name in recipe_names() else None
 

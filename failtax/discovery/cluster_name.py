@@ -402,10 +402,8 @@ class ClusterThenName(StrategyBase):
                 if p:
                     for f in flags:
                         self.call_log.degenerate[f"name:{f}"] += 1
-                name = keyword_name(kw_code, cfg.name_max_chars, fallback=f"mode {c + 1}")
+                name = self._keyword_fallback(clusters, c, taken)
                 named_by = "keywords"
-                if normalise_name(name) in taken:
-                    name = f"{name} ({c + 1})"
             taken.add(normalise_name(name))
             if named_by == "model":
                 owner.setdefault(normalise_name(name), c)
@@ -456,7 +454,7 @@ class ClusterThenName(StrategyBase):
             text_vecs @ text_vecs.T / max(cfg.merge_name_similarity, 1e-6),
             cent @ cent.T / max(cfg.merge_centroid_similarity, 1e-6),
         )
-        for i, j in getattr(self, "_same_name", []):  # the model's own grouping goes first
+        for i, j in self._same_name:  # the model's own grouping goes first
             both[i, j] = both[j, i] = 2.0 + both[i, j]
         groups = group_by_similarity(both, 1.0, min_groups=lo)
         self._rename_duplicates(modes, groups, clusters)
@@ -469,7 +467,7 @@ class ClusterThenName(StrategyBase):
             g = sorted(g, key=lambda i: -clusters.size(i))
             head = modes[g[0]]
             if len(g) > 1:
-                same = {i for pair in getattr(self, "_same_name", []) for i in pair}
+                same = {i for pair in self._same_name for i in pair}
                 merged_log.append({"into": head.name, "merged": [modes[i].name for i in g[1:]],
                                    "by": "model (named alike)" if set(g) <= same else "code (similarity)"})
                 head.reported_frequency = round(sum(modes[i].reported_frequency or 0.0 for i in g), 6)
@@ -487,6 +485,11 @@ class ClusterThenName(StrategyBase):
         return out, merged_log
 
 
+    def _keyword_fallback(self, clusters: _ClusterSet, c: int, taken: set[str]) -> str:
+        """Cluster `c`'s name from its keywords, numbered when another mode already has it."""
+        name = keyword_name(clusters.keywords[c], self.cfg.name_max_chars, fallback=f"mode {c + 1}")
+        return f"{name} ({c + 1})" if normalise_name(name) in taken else name
+
     def _rename_duplicates(self, modes: list[Mode], groups: list[list[int]], clusters: _ClusterSet) -> None:
         """Clusters the model named alike that merging could not join (it never goes below
         min_modes) keep apart: the smaller one falls back to its keywords."""
@@ -496,8 +499,7 @@ class ClusterThenName(StrategyBase):
             norm = normalise_name(modes[head].name)
             if norm in seen:
                 self.call_log.degenerate["name:duplicate"] += 1
-                name = keyword_name(clusters.keywords[head], self.cfg.name_max_chars, fallback=f"mode {head + 1}")
-                modes[head].name = name if normalise_name(name) not in seen else f"{name} ({head + 1})"
+                modes[head].name = self._keyword_fallback(clusters, head, seen)
                 modes[head].named_by = "keywords"
             seen.add(normalise_name(modes[head].name))
 
