@@ -151,6 +151,9 @@ class SceneConfig(StrictModel):
     # facts: a collision while depth showed free space ahead (the sector within
     # ahead_half_angle_deg) beyond this distance is a depth miss
     depth_miss_m: float = 0.8
+    # facts: ... unless depth showed an obstacle this close on the left or right: then the
+    # robot clipped it with its side (a corner, a narrow passage), which depth did see
+    side_contact_m: float = 0.35
     # facts: an obstacle first seen in depth nearer than this "appeared only when close"
     late_appearance_m: float = 2.8
 

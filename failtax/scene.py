@@ -548,8 +548,9 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
         )
     culprit, vanished = _culprit(fail, scenes, cfg)
     low_gone = bool(vanished) and culprit is not None and _last_look(culprit, scenes).vertical.startswith("low")
+    side_near = min(fail.free_space.get("left", math.inf), fail.free_space.get("right", math.inf))
     if outcome == "collision" and "depth" in fail.channels_used and not low_gone and (
-        fail.free_space.get("ahead", math.inf) > cfg.depth_miss_m
+        fail.free_space.get("ahead", math.inf) > cfg.depth_miss_m and side_near > cfg.side_contact_m
     ):
         return _depth_miss_facts(fail)
     if culprit is None:
@@ -562,8 +563,7 @@ def _failure_facts(episode: Episode, scenes: list[SceneFrame], cfg: SceneConfig)
     if vanished and _depth_only(fail):
         # A depth segment met only in passing: its outline is unreliable; keep what tells.
         shape = shape if shape == "thin vertical" else ""
-    traits = ", ".join(t for t in (shape, _vertical_trait(look), look.appearance) if t)
-    text = f"{what} with {_plain_label(look)}" + (f" ({traits})" if traits else "")
+    text = f"{what} with {_hazard_phrase(look, shape)}"
     side = culprit.side
     if vanished:
         where = (
@@ -638,6 +638,37 @@ def _depth_miss_facts(fail: SceneFrame) -> tuple[str, str]:
     return text + ".", measured + "."
 
 
+def _hazard_phrase(o: ObjectObs, shape: str) -> str:
+    """What was hit as a noun phrase that leads with what tells it apart.
+
+    Named (a class name the log really has): "the glass door (wide, faint: …)". Unnamed
+    (depth segments): the traits become adjectives, "a low, featureless obstacle (below
+    camera height, uniform colour)", so that explanations of one kind of hazard share
+    their opening words and those of different kinds do not.
+    """
+    if not o.label.startswith("object "):
+        traits = ", ".join(t for t in (shape, _vertical_trait(o), o.appearance) if t)
+        return _plain_label(o) + (f" ({traits})" if traits else "")
+    adjectives, details = [], []
+    if shape:
+        adjectives.append(shape.split(",")[0])  # "flat, wider than tall" → "flat"
+    if o.vertical.startswith("low"):
+        adjectives.append("low")
+        details.append("below camera height")
+    elif o.vertical.startswith("high"):
+        adjectives.append("overhanging")
+        details.append("above camera height")
+    if o.appearance.startswith("featureless"):
+        adjectives.append("featureless")
+        details.append("uniform colour")
+    elif o.appearance.startswith("faint"):
+        adjectives.append("faint")
+        details.append("its colours barely differ from its surroundings")
+    article = "an" if adjectives and adjectives[0][0] in "aeiou" else "a"
+    phrase = f"{article} {', '.join(adjectives)} obstacle" if adjectives else "an obstacle"
+    return phrase + (f" ({', '.join(details)})" if details else "")
+
+
 def _vertical_trait(o: ObjectObs) -> str:
     # Only what tells objects apart: low obstacles and overhangs; "spans camera height" is the norm.
     if o.vertical.startswith("low"):
@@ -684,7 +715,7 @@ def _plain_label(o: ObjectObs) -> str:
     """A name that means the same across episodes: the class, or the shape when unnamed
     (instance ids differ from one log to the next and only add noise to text clustering)."""
     if o.label.startswith("object "):
-        return "an unnamed object"  # geometry only: the traits that follow say what it was
+        return "an obstacle"  # geometry only: instance ids differ from one log to the next
     return "the " + o.label.split(" (object")[0]
 
 

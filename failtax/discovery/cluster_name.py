@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 # What the model is told when its mode name is re-asked (flags of check_name).
 NAME_FLAG_REASONS = {
-    "generic": "it names no cause (words like failure, error, collision alone)",
+    "generic": "it names no cause (words like failure, collision, obstacle or object alone)",
     "copied_input": "it copies words of an explanation instead of naming their shared cause",
     "copied_prompt": "it copies words of these instructions",
     "sentence": "it is a sentence, not a short noun phrase",
@@ -169,6 +169,7 @@ class ClusterThenName(StrategyBase):
         """
         cfg = self.cfg
         self.call_log = CallLog()
+        self._told_apart: list[dict[str, Any]] = []
         self._prompt_text = "\n".join(
             load_prompt(f) for f in (cfg.name_prompt, *([cfg.refine_prompt] if cfg.refine else []))
         ) if backend is not None and cfg.use_model_names else ""
@@ -201,6 +202,7 @@ class ClusterThenName(StrategyBase):
             unnamed = [c for c in range(clusters.k) if proposals[c] is None]
             for c, p in zip(unnamed, await self._name_all(clusters, backend, unnamed)):
                 proposals[c] = p
+            proposals = await self._tell_apart(clusters, backend, proposals)
         modes, named = self._modes(clusters, proposals)
         modes, merged = self._merge(modes, clusters)
         n_model_names = sum(m.named_by == "model" for m in modes)
@@ -213,6 +215,7 @@ class ClusterThenName(StrategyBase):
             "k_chosen_by": clustering.k_chosen_by,
             "silhouette": {str(k): v for k, v in clustering.silhouette.items()},
             "merged": merged,
+            "told_apart": self._told_apart,
             "skipped_empty": len(explanations) - len(kept),
             "decided_by": {
                 "clusters": f"{_FEATURES[cfg.features]} ({self.embedder.name}) + {cfg.clustering}"
@@ -226,7 +229,8 @@ class ClusterThenName(StrategyBase):
                 f"code {clusters.k - named['descriptions_model']}/{clusters.k} (before merging)",
                 "keywords": f"model {named['keywords_model']}/{clusters.k}, c-TF-IDF otherwise",
                 "reported_frequency": "code (cluster sizes)",
-                "merging": "model (clusters it named alike) + code (embedding similarity)",
+                "merging": "model (clusters it named alike, also when shown both) + code (centroid "
+                "similarity; name similarity only where a name is not the model's)",
             },
             "degenerate": dict(sorted(self.call_log.degenerate.items())),
             "calls": self.call_log.summary(),
@@ -368,6 +372,53 @@ class ClusterThenName(StrategyBase):
         finally:
             bar.close()
 
+    async def _tell_apart(self, clusters: _ClusterSet, backend: LLMBackend,
+                          proposals: list[dict | None]) -> list[dict | None]:
+        """Clusters the model named alike: each smaller one is shown the biggest one's
+        explanations and asked for a name that sets it apart. A new usable name keeps them
+        apart; the same name again (the model insists they share a cause) makes them one mode.
+        Without this a salient trait shared across causes ("head-on") names, and merges,
+        clusters of different causes."""
+        cfg = self.cfg
+        alike: dict[str, list[int]] = {}
+        for c in sorted(range(clusters.k), key=lambda c: -clusters.size(c)):
+            p = proposals[c]
+            if isinstance(p, dict) and not self._name_flags(p, clusters, c):
+                alike.setdefault(normalise_name(str(p.get("name", ""))), []).append(c)
+        pairs = [(g[0], c) for g in alike.values() for c in g[1:]]
+        if not pairs:
+            return proposals
+        template = load_prompt(cfg.name_prompt)
+        answer = mode_answer_for(cfg, with_percent=False)
+        limiter = asyncio.Semaphore(cfg.concurrency)
+
+        async def one(head: int, c: int) -> dict[str, Any]:
+            name = str(proposals[head]["name"]).strip()
+            other = "\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(head)[:3])
+            prompt = fill(
+                template,
+                keywords=", ".join(clusters.keywords[c]) or "(none)",
+                samples="\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)),
+                neighbours=clusters.neighbour_text(c) or "(none)",
+                name_max_words=cfg.name_max_words, max_keywords=cfg.max_keywords,
+            ) + (f"\n\nAnother group is already named \"{name}\". Its explanations:\n{other}\n"
+                 "Compare the two groups and name what sets this group's cause apart from that one, "
+                 "in a different name.")
+            parsed, _ = await call_json(
+                backend, prompt, answer, max_tokens=cfg.mode_max_tokens(chars_per_token=1.0),
+                temperature=cfg.temperature, seed=derive_seed(cfg.seed, "apart", c) % (2**31),
+                purpose=f"name_cluster_apart:{c}", call_log=self.call_log, limiter=limiter,
+            )
+            new = str(parsed.get("name", "")).strip() if isinstance(parsed, dict) else ""
+            if new and normalise_name(new) != normalise_name(name) and not self._name_flags(parsed, clusters, c):
+                proposals[c] = parsed
+                return {"cluster": c, "named_like": head, "was": name, "now": new}
+            return {"cluster": c, "named_like": head, "was": name,
+                    "now": name if new and normalise_name(new) == normalise_name(name) else None}
+
+        self._told_apart = list(await asyncio.gather(*(one(h, c) for h, c in pairs)))
+        return proposals
+
     def _name_flags(self, parsed: Any, clusters: _ClusterSet, c: int) -> list[str]:
         """Why the name of a naming answer cannot be used, before duplicates are known."""
         if not isinstance(parsed, dict):
@@ -450,10 +501,10 @@ class ClusterThenName(StrategyBase):
         cent = np.stack(self._centroids)
         cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
         # One similarity that crosses 1.0 when either criterion says "same mode".
-        both = np.maximum(
-            text_vecs @ text_vecs.T / max(cfg.merge_name_similarity, 1e-6),
-            cent @ cent.T / max(cfg.merge_centroid_similarity, 1e-6),
-        )
+        text_sims = text_vecs @ text_vecs.T / max(cfg.merge_name_similarity, 1e-6)
+        by_model = np.array([m.named_by == "model" for m in modes])
+        text_sims[np.outer(by_model, by_model)] = 0.0  # the model named them apart: it says they differ
+        both = np.maximum(text_sims, cent @ cent.T / max(cfg.merge_centroid_similarity, 1e-6))
         for i, j in self._same_name:  # the model's own grouping goes first
             both[i, j] = both[j, i] = 2.0 + both[i, j]
         groups = group_by_similarity(both, 1.0, min_groups=lo)

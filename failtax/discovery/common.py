@@ -41,6 +41,12 @@ FAILURE_WORDS = frozenset(
      "exception", "critical", "severe", "general", "unexpected", "event", "incident", "accident",
      "mishap", "type", "types", "case", "cases", "failure", "failures", "mode", "modes"}
 )
+# Words that only say that something was hit: "Obstacle Collision" names no cause either.
+THING_WORDS = frozenset(
+    {"obstacle", "obstacles", "object", "objects", "thing", "things", "something", "contact",
+     "contacts", "impact", "impacts", "bump", "bumped", "unnamed", "unknown", "unidentified", "hazard",
+     "hazards", "danger", "dangers"}
+)
 # Words never used as keywords: they are in almost every robot failure explanation.
 DOMAIN_STOP_WORDS = frozenset(
     {"robot", "robots", "failure", "failed", "fails", "fail", "episode", "frame", "frames", "camera", "likely",
@@ -220,8 +226,11 @@ def check_name(
     toks = norm.split()
     if not toks:
         return ["empty"]
-    content = words(re.sub(r"([a-z])([A-Z])", r"\1 \2", name))  # FatalError -> fatal error
-    if norm in GENERIC_NAMES or all(t in FAILURE_WORDS or t in DOMAIN_STOP_WORDS for t in content):
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name).replace("'", " ")  # FatalError -> fatal error
+    content = [t for t in words(spaced) if len(t) > 1 and t not in ENGLISH_STOP_WORDS]
+    if norm in GENERIC_NAMES or all(t in FAILURE_WORDS or t in DOMAIN_STOP_WORDS or t in THING_WORDS for t in content):
         flags.append("generic")
     if prompt and len(toks) <= 6 and f" {norm} " in f" {normalise_name(prompt)} ":
         flags.append("copied_prompt")

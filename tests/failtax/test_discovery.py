@@ -104,7 +104,10 @@ def test_cluster_then_name_uses_model_names_and_records_decisions(data, stub_bac
         ({"name": "The robot hit the glass door and it broke.",
           "description": "A short but fine description.", "keywords": ["x"]}, "name:sentence"),
         ({"name": "failure", "description": "Generic name, fine description.", "keywords": ["x"]}, "name:generic"),
-        ({"name": "same name", "description": "Every cluster gets the same name.", "keywords": ["x"]},
+        # says only that something was hit
+        ({"name": "It's a collision with an obstacle", "description": "Generic, fine description.",
+          "keywords": ["x"]}, "name:generic"),
+        ({"name": "slippery floor tiles", "description": "Every cluster gets the same name.", "keywords": ["x"]},
          "name:duplicate"),
     ],
 )
@@ -431,15 +434,20 @@ def test_refine_answers_that_cannot_be_used_keep_the_clusters(data, stub_backend
 
 
 def test_clusters_the_model_names_alike_become_one_mode(data, stub_backend_factory):
-    """A duplicate model name is the model saying two clusters share a cause: they merge
-    (the mode keeps the model's name) instead of one falling back to keywords."""
+    """Two clusters named alike are shown to the model side by side; a model that gives the
+    same name again says they share a cause: they merge (the mode keeps the model's name)
+    instead of one falling back to keywords."""
     explanations, _ = data
     counter = iter(range(1000))
 
     def responder(method, messages, attempt):
-        i = next(counter)
-        name = "unseen glass panes" if i < 2 else f"failure kind {chr(97 + i)}"
-        return json.dumps({"name": name, "description": f"Distinct cause number {i} here.", "keywords": ["k"]})
+        text = messages[0]["content"]
+        if 'Another group is already named "unseen glass panes"' in text:
+            name = "unseen glass panes"  # asked to set it apart, it insists
+        else:
+            i = next(counter)
+            name = "unseen glass panes" if i < 2 else f"failure kind {chr(97 + i)}"
+        return json.dumps({"name": name, "description": "A distinct cause described here.", "keywords": ["k"]})
 
     backend = stub_backend_factory(responder)
     tax = discover(make_strategy(cfg(min_modes=3)), explanations, backend)
@@ -448,12 +456,43 @@ def test_clusters_the_model_names_alike_become_one_mode(data, stub_backend_facto
     assert all(m.named_by == "model" for m in tax.modes)
     assert {"by": "model (named alike)"}.items() <= tax.notes["merged"][0].items()
     assert "name:duplicate" not in tax.notes["degenerate"]
+    [apart] = tax.notes["told_apart"]
+    assert apart["was"] == apart["now"] == "unseen glass panes"
+
+
+def test_the_model_shown_two_alike_clusters_can_set_them_apart(data, stub_backend_factory):
+    """A shared salient trait ("head-on") must not merge clusters of different causes: the
+    smaller one, shown beside the bigger one, gets the name that sets it apart."""
+    explanations, _ = data
+    counter = iter(range(1000))
+    asked: list[str] = []
+
+    def responder(method, messages, attempt):
+        text = messages[0]["content"]
+        if "Another group is already named" in text:
+            asked.append(text)
+            return json.dumps({"name": "thin poles missed at range", "description": "Poles it missed.",
+                               "keywords": ["pole"]})
+        i = next(counter)
+        name = "head-on collision" if i < 2 else f"failure kind {chr(97 + i)}"
+        return json.dumps({"name": name, "description": "A distinct cause described here.", "keywords": ["k"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(min_modes=3)), explanations, backend)
+    names = [m.name for m in tax.modes]
+    assert len(tax.modes) == tax.notes["k"] and "thin poles missed at range" in names
+    assert names.count("head-on collision") == 1 and all(m.named_by == "model" for m in tax.modes)
+    assert not tax.notes["merged"]
+    assert len(asked) == 1 and "Its explanations:" in asked[0]
+    [apart] = tax.notes["told_apart"]
+    assert apart == {"cluster": apart["cluster"], "named_like": apart["named_like"],
+                     "was": "head-on collision", "now": "thin poles missed at range"}
 
 
 def test_alike_names_that_cannot_merge_fall_back_to_keywords(data, stub_backend_factory):
     explanations, _ = data
     backend = stub_backend_factory(lambda method, messages, attempt: json.dumps(
-        {"name": "same name", "description": "Every cluster gets the same name.", "keywords": ["x"]}))
+        {"name": "slippery floor tiles", "description": "Every cluster gets the same name.", "keywords": ["x"]}))
     tax = discover(make_strategy(cfg(num_modes=4, min_modes=4)), explanations, backend)
     assert len(tax.modes) == 4 and len({m.name for m in tax.modes}) == 4
     assert [m.named_by for m in tax.modes].count("model") == 1

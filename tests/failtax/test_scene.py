@@ -79,7 +79,7 @@ def test_facts_geometry_only_describe_the_shape(tmp_path, episode_factory):
     ep = episode(tmp_path, episode_factory, "box", n_steps=12)
     cfg = SceneConfig(class_names=False)
     _, reason = summarise_facts(ep, describe(ep, cfg), cfg)
-    assert reason.startswith("Collision with an unnamed") and "below camera height" in reason
+    assert reason.startswith("Collision with a low") and "below camera height" in reason
     assert "box" not in reason
 
 

@@ -55,7 +55,7 @@ def test_default_descriptions_have_no_class_names_or_ids(tmp_path, episode_facto
     text = " ".join([trajectory, reason, *(s.to_text() for s in scenes)]).lower()
     for word in CLASS_WORDS:
         assert word not in text, (word, text)
-    assert "object 5" not in reason and "object" in reason  # no simulator object ids
+    assert "object 5" not in reason and "obstacle" in reason  # no simulator object ids
 
 
 def test_glass_collision_the_depth_sensor_missed(tmp_path, episode_factory, monkeypatch):
@@ -98,3 +98,28 @@ def test_a_declared_detector_channel_brings_class_names(tmp_path, episode_factor
     scenes, (_, reason) = _facts(ep, SceneConfig())
     assert "pole" in reason
     assert "pole" in " ".join(s.to_text() for s in scenes)
+
+
+def _contact(free_space, objects):
+    from types import SimpleNamespace
+
+    from failtax.scene import SceneFrame
+
+    frame = SceneFrame(frame_index=9, step=9, t_s=0.9, robot="moving", objects=objects,
+                       free_space=free_space, channels_used=["depth", "rgb"], v_mps=0.5)
+    episode = SimpleNamespace(meta={"outcome": "collision"}, failure_index=9, steps=[])
+    return summarise_facts(episode, [frame], SceneConfig())[1]
+
+
+def test_a_side_contact_is_not_a_depth_miss():
+    """Free space ahead but an obstacle 0.2 m to the side: the robot clipped what depth saw
+    (a corner, a narrow passage), not something invisible to depth."""
+    from failtax.scene import ObjectObs
+
+    post = ObjectObs(object_id=3, label="object 3", distance_m=0.2, bearing_deg=-40.0, width_deg=20.0,
+                     width_m=0.1, height_m=1.0, top_above_floor_m=1.0, image_fraction=0.1,
+                     shape="thin vertical", vertical="spans camera height", side="right")
+    clipped = _contact({"left": 2.0, "ahead": 3.0, "right": 0.2}, [post])
+    assert clipped.startswith("Collision with a thin vertical obstacle") and "right side" in clipped
+    missed = _contact({"left": 2.0, "ahead": 3.0, "right": 1.5}, [])
+    assert missed.startswith("Collision with something the depth sensor did not see")
