@@ -638,6 +638,13 @@ def _depth_miss_facts(fail: SceneFrame) -> tuple[str, str]:
     return text + ".", measured + "."
 
 
+# What an unnamed obstacle's height and look add to its noun phrase: the observation's
+# prefix → (adjective, detail in brackets).
+_HEIGHT_TRAITS = {"low": ("low", "below camera height"), "high": ("overhanging", "above camera height")}
+_LOOK_TRAITS = {"featureless": ("featureless", "uniform colour"),
+                "faint": ("faint", "its colours barely differ from its surroundings")}
+
+
 def _hazard_phrase(o: ObjectObs, shape: str) -> str:
     """What was hit as a noun phrase that leads with what tells it apart.
 
@@ -649,21 +656,14 @@ def _hazard_phrase(o: ObjectObs, shape: str) -> str:
     if not o.label.startswith("object "):
         traits = ", ".join(t for t in (shape, _vertical_trait(o), o.appearance) if t)
         return _plain_label(o) + (f" ({traits})" if traits else "")
-    adjectives, details = [], []
-    if shape:
-        adjectives.append(shape.split(",")[0])  # "flat, wider than tall" → "flat"
-    if o.vertical.startswith("low"):
-        adjectives.append("low")
-        details.append("below camera height")
-    elif o.vertical.startswith("high"):
-        adjectives.append("overhanging")
-        details.append("above camera height")
-    if o.appearance.startswith("featureless"):
-        adjectives.append("featureless")
-        details.append("uniform colour")
-    elif o.appearance.startswith("faint"):
-        adjectives.append("faint")
-        details.append("its colours barely differ from its surroundings")
+    adjectives = [shape.split(",")[0]] if shape else []  # "flat, wider than tall" → "flat"
+    details = []
+    for observed, traits in ((o.vertical, _HEIGHT_TRAITS), (o.appearance, _LOOK_TRAITS)):
+        for prefix, (adjective, detail) in traits.items():
+            if observed.startswith(prefix):
+                adjectives.append(adjective)
+                details.append(detail)
+                break
     article = "an" if adjectives and adjectives[0][0] in "aeiou" else "a"
     phrase = f"{article} {', '.join(adjectives)} obstacle" if adjectives else "an obstacle"
     return phrase + (f" ({', '.join(details)})" if details else "")

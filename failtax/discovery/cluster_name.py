@@ -336,14 +336,7 @@ class ClusterThenName(StrategyBase):
         bar = tqdm(total=len(which), desc="naming clusters", unit="cluster", disable=len(which) < 4)
 
         async def one(c: int) -> dict | None:
-            prompt = fill(
-                template,
-                keywords=", ".join(clusters.keywords[c]) or "(none)",
-                samples="\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)),
-                neighbours=clusters.neighbour_text(c) or "(none)",
-                name_max_words=cfg.name_max_words,
-                max_keywords=cfg.max_keywords,
-            )
+            prompt = self._name_prompt(template, clusters, c)
             parsed, _ = await call_json(
                 backend, prompt, answer, max_tokens=naming_tokens, temperature=cfg.temperature,
                 seed=derive_seed(cfg.seed, "name", c) % (2**31), purpose=f"name_cluster:{c}",
@@ -372,6 +365,18 @@ class ClusterThenName(StrategyBase):
         finally:
             bar.close()
 
+    def _name_prompt(self, template: str, clusters: _ClusterSet, c: int) -> str:
+        """The naming prompt of cluster `c`: its keywords, samples and neighbours."""
+        cfg = self.cfg
+        return fill(
+            template,
+            keywords=", ".join(clusters.keywords[c]) or "(none)",
+            samples="\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)),
+            neighbours=clusters.neighbour_text(c) or "(none)",
+            name_max_words=cfg.name_max_words,
+            max_keywords=cfg.max_keywords,
+        )
+
     async def _tell_apart(self, clusters: _ClusterSet, backend: LLMBackend,
                           proposals: list[dict | None]) -> list[dict | None]:
         """Clusters the model named alike: each smaller one is shown the biggest one's
@@ -395,13 +400,7 @@ class ClusterThenName(StrategyBase):
         async def one(head: int, c: int) -> dict[str, Any]:
             name = str(proposals[head]["name"]).strip()
             other = "\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(head)[:3])
-            prompt = fill(
-                template,
-                keywords=", ".join(clusters.keywords[c]) or "(none)",
-                samples="\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(c)),
-                neighbours=clusters.neighbour_text(c) or "(none)",
-                name_max_words=cfg.name_max_words, max_keywords=cfg.max_keywords,
-            ) + (f"\n\nAnother group is already named \"{name}\". Its explanations:\n{other}\n"
+            prompt = self._name_prompt(template, clusters, c) + (f"\n\nAnother group is already named \"{name}\". Its explanations:\n{other}\n"
                  "Compare the two groups and name what sets this group's cause apart from that one, "
                  "in a different name.")
             parsed, _ = await call_json(
