@@ -2,8 +2,10 @@
 
 Reports from several writers (fleet operators, sites, reasoner prompts) carry the
 writer's template: a header with the fleet name and a ticket id, a legal footer,
-fixed field lines, a vocabulary. Sentence embeddings and TF-IDF see those first,
-so clusters follow writers. Two generic steps, neither knowing any template:
+fixed field lines, template sentences whose fields change in every report ("On
+# at #, a # operating in autonomous mode was travelling # when ..."), a vocabulary.
+Sentence embeddings and TF-IDF see those first, so clusters follow writers. Generic
+steps, none knowing any template:
 
 1. **Strip boilerplate.** Split each text into segments (lines, sentences, ``|``
    fields), normalise them (every token holding a digit and every capitalised
@@ -11,10 +13,19 @@ so clusters follow writers. Two generic steps, neither knowing any template:
    recurs in at least `boilerplate_min_share` of all texts: a sentence that
    many reports repeat verbatim says nothing about any one failure. A text that
    would lose everything keeps its rarest segments.
-2. **Standardise per writer.** Writers are found from the boilerplate itself: two
-   boilerplate segments belong to one writer when the sets of texts holding them
-   overlap (Jaccard >= 0.7); each text joins the writer whose boilerplate it
-   carries most of. With two or more writers, each writer's features are
+2. **Find the writers** from their marks: boilerplate segments and *template
+   phrases* (normalised runs of PHRASE_WORDS words in at least `min_share` of the
+   texts, so a template sentence whose fields vary is still seen). Two marks belong
+   to one writer when the sets of texts holding them overlap (Jaccard >= 0.7); a set
+   of phrases alone that sits in one sentence of a typical text is one writer's
+   sentence form, not a writer. Each text joins the writer whose marks it carries
+   most of; the texts that carry none form one more writer (``unmarked``: a writer
+   that keeps no template) once any writer is found.
+3. **Cut template phrases** that at least WRITER_PHRASE_SHARE of one writer's texts
+   hold out of the sentences, with the identifiers, dates and names filled into
+   them; measurements (decimal numbers) stay. `WriterView.sentence_texts` keeps the
+   texts with only whole segments stripped.
+4. **Standardise per writer.** With two or more writers, each writer's features are
    standardised on their own (the writer's mean subtracted, each dimension divided
    by the writer's spread). What remains is what differs between reports of the
    same writer, on one scale for all writers.
@@ -266,8 +277,10 @@ class WriterView:
     def notes(self) -> dict[str, Any]:
         sizes = Counter(self.groups.tolist())
         top = sorted(self.boilerplate.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        phrases = sum(k.startswith("~") for k in self.boilerplate)
         return {
-            "boilerplate_segments": len(self.boilerplate),
+            "boilerplate_segments": len(self.boilerplate) - phrases,
+            "template_phrases": phrases,
             "boilerplate_examples": [s for s, _ in top],
             "texts_stripped": self.stripped_texts,
             "writers": self.writers,

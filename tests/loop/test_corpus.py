@@ -139,6 +139,14 @@ def test_realistic_style_writes_like_an_incident_database():
         make_corpus(10, style="fancy")
 
 
+def test_corpus_cli_writes_the_realistic_style(tmp_path):
+    res = CliRunner().invoke(main, ["corpus", str(tmp_path), "--reports", "20", "--style", "realistic"])
+    assert res.exit_code == 0, res.output
+    texts = [e.failure_reason for e in GivenExplanationSource(tmp_path / "reports.jsonl").scan()]
+    assert sorted(texts) == sorted(r.text for r in make_corpus(20, seed=0, style="realistic"))
+    assert "--style" in CliRunner().invoke(main, ["corpus", "--help"]).output
+
+
 def test_discover_groups_realistic_reports_by_cause_not_by_writer():
     """240 realistic reports by 3 operators: writers are found from template phrases inside
     sentences (two) plus the operator without a template (unmarked); clusters follow the cause."""
