@@ -70,12 +70,16 @@ def normalise_segment(segment: str) -> str:
     first (ids, dates, times, names of streets, sites and people) → ``#``, runs of ``#``
     → one, lower case, punctuation runs → one space. So a template line filled with
     different ids, places or spacing is still one line."""
-    return " ".join(w for w, _ in _normalised_words(segment))
+    tokens = _DIGIT_TOKEN.sub(" # ", segment).split()
+    tokens = tokens[:1] + ["#" if t[:1].isupper() else t for t in tokens[1:]]
+    words = _NON_WORD.sub(" ", " ".join(tokens).lower()).split()
+    return " ".join(w for i, w in enumerate(words) if not (w == "#" and i and words[i - 1] == "#"))
 
 
 def _normalised_words(segment: str) -> list[tuple[str, list[int]]]:
-    """The words of `normalise_segment(segment)`, each with the indices of the
-    whitespace-separated tokens of `segment` it stands for (a run of fields is one ``#``)."""
+    """The words of `normalise_segment(segment)` (the same, token by token), each with the
+    indices of the whitespace-separated tokens of `segment` it stands for (a run of fields
+    is one ``#``)."""
     out: list[tuple[str, list[int]]] = []
     for i, tok in enumerate(segment.split()):
         if _DIGIT_TOKEN.fullmatch(tok) or (i and tok[:1].isupper()):
@@ -184,7 +188,7 @@ def writer_groups(texts: Sequence[str], boilerplate: set[str] | dict[str, int], 
                     found.setdefault(j, set()).add(k)
         where.append(found)
     counts = holds.sum(axis=0).astype(float)
-    inter = holds.T.astype(float) @ holds.astype(float)
+    inter = holds.T.astype(np.float32) @ holds.astype(np.float32)  # exact: counts below 2**24
     jaccard = inter / np.maximum(counts[:, None] + counts[None, :] - inter, 1.0)
     parent = list(range(len(segs)))
 
@@ -224,8 +228,8 @@ def _drop_single_sentence_sets(holds: np.ndarray, parent: list[int], find: Calla
     for marks in comps.values():
         if any(j < n_segments for j in marks):
             continue  # a whole segment many texts repeat: boilerplate, as without phrases
-        spread = [len(set().union(*(found.get(j, set()) for j in marks))) for found in where]
-        spread = [n for n in spread if n]
+        rows = np.flatnonzero(holds[:, marks].any(axis=1))
+        spread = [len(set().union(*(where[r].get(j, set()) for j in marks))) for r in rows]
         if not spread or float(np.median(spread)) < 2:
             for j in marks:
                 holds[:, j] = False

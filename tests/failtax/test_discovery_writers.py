@@ -219,6 +219,11 @@ def test_template_phrases_are_cut_from_sentences_but_measurements_and_content_st
     assert "autonomous mode" not in first and "returned to service" not in first and "Mill Lane" not in first
     assert "NW-100" not in first and "2025" not in first  # identifiers and dates went with the template
     assert "0.3" in first  # a measurement the template carried stays
+    from failtax.discovery.writers import _normalised_words
+
+    for t in texts[::5]:  # the token-level normalisation that stripping uses is normalise_segment's
+        for seg in split_segments(t):
+            assert " ".join(w for w, _ in _normalised_words(seg)) == normalise_segment(seg)
     assert "glass door" in first  # the content stays
     assert "autonomous mode" in view.sentence_texts[0]  # the whole-sentence view keeps the sentence
     # assignment strips the same phrases from a new report of that writer
