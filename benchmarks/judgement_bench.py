@@ -17,6 +17,7 @@ each report goes to its discovery cluster).
     python benchmarks/judgement_bench.py                  # 900 reports, 3 operators, seeds 0 1 2
     python benchmarks/judgement_bench.py --reports 1200 --operators 4
     python benchmarks/judgement_bench.py --quick          # 300 reports, one seed, no BERTopic
+    python benchmarks/judgement_bench.py --reports 300 --style realistic   # varying fields, unequal writers
 
 Prints a table and writes benchmarks/results/judgement_bench.json (with the machine load).
 """
@@ -45,7 +46,7 @@ from failtax.discovery import DiscoveryConfig, make_strategy
 from failtax.embedding import EmbeddingConfig, make_text_embedder
 from failtax.sources import GivenExplanationSource
 from failtax.types import Explanation
-from loop.corpus import CAUSES, make_corpus, write_corpus
+from loop.corpus import CAUSES, STYLES, make_corpus, write_corpus
 
 
 def scores(pred: list[Any], causes: list[str], operators: list[str]) -> dict[str, float]:
@@ -97,7 +98,7 @@ def make_model_backend(args: argparse.Namespace, cache_dir: Path) -> Any:
 
 
 def run_seed(args: argparse.Namespace, seed: int, embedder: Any, backend: Any = None) -> dict[str, dict[str, float]]:
-    reports = make_corpus(args.reports, num_operators=args.operators, seed=seed)
+    reports = make_corpus(args.reports, num_operators=args.operators, seed=seed, style=args.style)
     with tempfile.TemporaryDirectory(prefix="judgement-bench-") as tmp:
         path, _ = write_corpus(reports, Path(tmp))
         explanations = [e for e in GivenExplanationSource(path).scan() if isinstance(e, Explanation)]
@@ -133,12 +134,16 @@ def run_seed(args: argparse.Namespace, seed: int, embedder: Any, backend: Any = 
                                  AssignmentConfig(method="llm", top_k_candidates=4, seed=seed), seed=seed, **ctx)))
         if args.models_only:
             return out
-    for label, overrides in (
+    rows = [
         ("failtax discover, writer invariance off", {"writer_invariance": "off"}),
         ("failtax discover, strip boilerplate only", {"writer_invariance": "on", "writer_min_share": 1.0}),
+        ("failtax discover, on, no single-writer merge", {"writer_invariance": "auto", "single_writer_share": 1.0}),
         ("failtax discover, writer invariance on", {"writer_invariance": "auto"}),
-    ):
+    ]
+    for label, overrides in rows[-1:] if args.no_ablations else rows:
         timed(label, lambda o=overrides: asyncio.run(failtax_discover(explanations, embedder, seed=seed, **o)))
+        if "single_writer_share" in overrides:
+            continue  # the merge never runs with k given
         timed(label + " (k=causes)", lambda o=overrides: asyncio.run(
             failtax_discover(explanations, embedder, seed=seed, num_modes=k, **o)))
     return out
@@ -175,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reports", type=int, default=900, help="reports per corpus")
     p.add_argument("--operators", type=int, default=3, help="operators writing them (1..4)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="corpus and clustering seeds")
+    p.add_argument("--style", choices=STYLES, default="classic",
+                   help="corpus style (loop/corpus.py): classic fixed templates, or realistic templates with "
+                   "varying fields, each operator's own name for the robot, one operator without boilerplate")
     p.add_argument("--no-bertopic", action="store_true", help="skip BERTopic")
+    p.add_argument("--no-ablations", action="store_true",
+                   help="baselines and the default discovery (and k = causes) only")
     p.add_argument("--quick", action="store_true", help="300 reports, seed 0, no BERTopic")
     p.add_argument("--base-url", help="OpenAI-compatible server: adds the rows where the model reviews and "
                    "names the clusters (discovery.refine)")
@@ -195,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_at_start": list(os.getloadavg()),
                     "note": "shared machine; other work ran at the same time"},
-        "data": f"loop/corpus.py: {args.reports} reports, {args.operators} operators, causes {list(CAUSES)}",
+        "data": f"loop/corpus.py ({args.style}): {args.reports} reports, {args.operators} operators, "
+                f"causes {list(CAUSES)}",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "naming": "not run: use_model_names=false (the model only names clusters, the partition is the code's)",
     }

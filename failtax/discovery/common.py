@@ -439,13 +439,16 @@ class StrategyBase:
         if centred and view.writers >= 2:
             how = (f"features centred per writer ({view.writers} writers, "
                    + ("named by the source's writer column)" if view.writers_from == "column"
-                      else "found from boilerplate)"))
+                      else "found from boilerplate and template phrases"
+                      + (f", one of them the {view.unmarked} texts without a template)" if view.unmarked else ")")))
         elif centred:
             how = "one writer found, no centring"
         else:
             how = "the model reads the stripped texts"
+        phrases = sum(k.startswith("~") for k in view.boilerplate)
         notes["decided_by"]["writer_invariance"] = (
-            f"code: {len(view.boilerplate)} boilerplate segments stripped from "
+            f"code: {len(view.boilerplate) - phrases} boilerplate segments"
+            + (f" and {phrases} template phrases" if phrases else "") + " stripped from "
             f"{view.stripped_texts}/{n_texts} texts; {how}"
         )
 

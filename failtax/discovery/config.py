@@ -37,6 +37,9 @@ class DiscoveryConfig(StrictModel):
     boilerplate_min_share: float = Field(0.1, gt=0.0, le=1.0)
     # a writer found from boilerplate needs at least this share of texts to be centred on its own
     writer_min_share: float = Field(0.03, ge=0.0, le=1.0)
+    # a cluster with at least this share of its reports from one writer is merged into its nearest
+    # cluster after the search for k (a cause several writers meet shows up in several); 1.0 = never
+    single_writer_share: float = Field(0.9, gt=0.0, le=1.0)
     # --- what the model may write (every string capped: small models run away otherwise)
     # characters of a mode name
     name_max_chars: int = Field(48, ge=8)

