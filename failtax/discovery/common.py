@@ -47,6 +47,9 @@ THING_WORDS = frozenset(
      "contacts", "impact", "impacts", "bump", "bumped", "unnamed", "unknown", "unidentified", "hazard",
      "hazards", "danger", "dangers"}
 )
+# Words of the answer's own format that small models echo as keywords ("json").
+ANSWER_WORDS = frozenset({"json", "name", "names", "description", "descriptions", "keyword", "keywords",
+                          "explanation", "explanations", "group", "groups", "cluster", "clusters"})
 # Words never used as keywords: they are in almost every robot failure explanation.
 DOMAIN_STOP_WORDS = frozenset(
     {"robot", "robots", "failure", "failed", "fails", "fail", "episode", "frame", "frames", "camera", "likely",
@@ -269,7 +272,7 @@ def clean_keywords(raw: Any, *, max_keywords: int, max_chars: int) -> list[str]:
         if not isinstance(k, str):
             continue
         norm = normalise_name(k)
-        if not norm or norm in seen or len(norm) > max_chars or norm in GENERIC_NAMES:
+        if not norm or norm in seen or len(norm) > max_chars or norm in GENERIC_NAMES or norm in ANSWER_WORDS:
             continue
         seen.add(norm)
         out.append(norm)

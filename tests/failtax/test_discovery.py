@@ -531,3 +531,10 @@ def test_unreachable_review_leaves_naming_for_the_rerun(data, stub_backend_facto
     assert {kind_of(m) for _, m in backend.requests} == {"refine"}
     assert tax.notes["refine"]["unreachable"] and tax.notes["retryable"]
     assert all(m.named_by == "keywords" for m in tax.modes)
+
+
+def test_model_keywords_drop_the_answer_format_words():
+    from failtax.discovery.common import clean_keywords
+
+    raw = ["wide", "json", "Description", "featureless", 7, "wide", "uniform colour"]
+    assert clean_keywords(raw, max_keywords=5, max_chars=24) == ["wide", "featureless", "uniform colour"]
