@@ -159,13 +159,17 @@ def set_option(help: str, name: str = "overrides") -> Callable:
 
 # ---------------------------------------------------------------------- YAML files
 def load_yaml(model: type[T], path: str | os.PathLike | None = None,
-              overrides: Mapping[str, Any] | None = None, kind: str | None = None) -> T:
+              overrides: Mapping[str, Any] | None = None, kind: str | None = None,
+              record_key: str | None = None) -> T:
     """Load `path` (may be None for all defaults) into `model`, then apply
     dotted-key `overrides` such as {"reasoning.max_frames": 6}.
 
     `path` may also name a shipped preset by its repository path
     (`configs/pipeline/default.yaml`), found from any working directory, or by
     its bare name when `kind` names the preset folder (`quick` with kind `pipeline`).
+    With `record_key`, a file that records a run (`schema_version` beside that key, as a
+    run folder's config.yaml does) is read from that key: a run can be repeated from
+    its own record.
 
     Raises ValueError naming the file and the offending keys on bad input.
     """
@@ -176,6 +180,8 @@ def load_yaml(model: type[T], path: str | os.PathLike | None = None,
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping of keys to values")
         data = loaded
+        if record_key and "schema_version" in data and isinstance(data.get(record_key), dict):
+            data = data[record_key]
     data = apply_overrides(data, overrides)
     try:
         return model.model_validate(data)

@@ -250,10 +250,10 @@ def served_context_tokens(backend: BackendConfig) -> int | None:
 def load_config(
     path: str | Path | None = None, overrides: dict[str, object] | None = None
 ) -> PipelineConfig:
-    """Load a pipeline YAML or shipped preset name (None = all defaults) with dotted-key
-    overrides.
+    """Load a pipeline YAML, a run folder's config.yaml (its resolved `config`) or shipped
+    preset name (None = all defaults) with dotted-key overrides.
 
     Raises:
         ValueError: unknown keys or bad values, naming the file and the key.
     """
-    return load_yaml(PipelineConfig, path, overrides, kind="pipeline")
+    return load_yaml(PipelineConfig, path, overrides, kind="pipeline", record_key="config")

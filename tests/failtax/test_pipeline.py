@@ -64,6 +64,9 @@ def test_facts_run_writes_files_and_resumes_without_redoing(tmp_path, episodes):
     doc = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert doc["schema_version"] == 1 and "reason_scene_text.txt" in doc["prompt_hashes"]
     assert doc["config"]["source"]["path"] == str(episodes)
+    recorded = load_config(run_dir / "config.yaml")  # a run is repeated from its own record
+    assert str(recorded.source.path) == str(episodes)
+    assert (recorded.reasoning, recorded.discovery, recorded.backend) == (cfg.reasoning, cfg.discovery, cfg.backend)
 
     again = run_pipeline(cfg, run_dir, episodes=episodes, progress=False)
     assert again["stages"]["downsample"]["new"] == 0 and again["stages"]["reason"]["new"] == 0
