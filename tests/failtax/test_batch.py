@@ -205,3 +205,13 @@ def test_export_refuses_an_unknown_stage(tmp_path, tiny_episodes):
     with pytest.raises(ValueError, match="valid: assign"):
         asyncio.run(export(config(tmp_path), tmp_path / "run", stage="naming2", identity=IDENTITY))
     assert not BatchFolder(tmp_path / "run" / "batch").rounds()
+
+
+def test_batch_recipe_is_the_model_the_live_run_serves():
+    """Without backend.recipe, `kind: embedded` serves the default local model; the batch
+    must be answered by that same model, or its answers are not the live run's."""
+    from failtax.batch import batch_recipe
+    from serving.embedded import DEFAULT_LOCAL
+
+    assert batch_recipe(load_config(None, {"backend.kind": "embedded"})).name == DEFAULT_LOCAL
+    assert batch_recipe(load_config(None, {"backend.recipe": "embedded"})).name == "embedded"

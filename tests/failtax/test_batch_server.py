@@ -40,6 +40,7 @@ def server_env():
 def test_real_run_batch_two_shards_killed_bad_row_truncated(tmp_path, tiny_episodes, server_env):
     cfg = load_config(None, {
         "stages": ["downsample", "reason"],
+        "backend.recipe": "embedded",
         "reasoning.input_mode": "scene_text",
         "reasoning.include_reasoning": False,
         "reasoning.trajectory_max_chars": 80,
