@@ -90,7 +90,7 @@ def main() -> None:
     calls = call_agreement(work / "live-cache", work / "batch-cache")
     runs = run_agreement(work / "live", work / "batch")
     result = {
-        "recipe": args.recipe, "seed": args.seed, "episodes": len(list(episodes.iterdir())),
+        "recipe": args.recipe, "seed": args.seed, "episode_folders": len(list(episodes.iterdir())),
         "stages": base["stages"], "overrides": parse_sets(args.sets),
         "live": {"wall_s": round(live_s, 1), "model_calls": live["model_calls"]},
         "batch": {"wall_s": round(batch_s, 1), "rounds": [(r["export"]["stage"], r["export"]["requests"])

