@@ -256,16 +256,36 @@ def slurm_cmd(run_dir, config, sets, batch_dir, partition, account, time_limit, 
 @click.option("--replicas", default=1, show_default=True, help="vLLM engine replicas (Ray Data concurrency).")
 @click.option("--batch-size", default=32, show_default=True, help="Rows per engine batch.")
 @click.option("--model-dir", default=None, help="The weights folder as the workers see it.")
-def ray_cmd(run_dir, config, sets, batch_dir, replicas, batch_size, model_dir):
+@click.option("--ray-python", default=None, envvar="FAILTAX_RAY_PYTHON",
+              help="Run Ray in this Python's environment (one that holds Ray and vLLM, e.g. the one "
+                   "`scripts/setup_server_env.sh --with-ray` builds) [env FAILTAX_RAY_PYTHON]; default: here.")
+@click.option("--object-store-mb", type=int, default=None,
+              help="Object store of the local Ray instance started when none runs (MB).")
+def ray_cmd(run_dir, config, sets, batch_dir, replicas, batch_size, model_dir, ray_python, object_store_mb):
     """Answer the latest round with Ray Data's vLLM processor (needs `failtax[ray]`)."""
+    import os
+    import subprocess
+
     from serving.batch_ray import run_ray
 
     folder, round_dir = _latest_round(run_dir, batch_dir)
     recipe = _recipe(folder, run_dir, config, sets)
+    model = str(model_dir or recipe.require_model_dir())
+    shards = folder.shards(round_dir)
+    if ray_python:
+        root = Path(__file__).resolve().parents[2]  # this checkout, for `serving.batch_ray`
+        cmd = [ray_python, "-m", "serving.batch_ray", recipe.name, str(round_dir / "results"), *map(str, shards),
+               "--model-dir", model, "--replicas", str(replicas), "--batch-size", str(batch_size)]
+        cmd += ["--object-store-mb", str(object_store_mb)] if object_store_mb else []
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        env.pop("VIRTUAL_ENV", None)
+        done = subprocess.run(cmd, env=env, check=False)
+        if done.returncode != 0:
+            raise click.ClickException(f"the Ray runner ({ray_python}) exited with code {done.returncode}")
+        return
     try:
-        counts = run_ray(recipe, folder.shards(round_dir), round_dir / "results",
-                         model_dir=model_dir or recipe.require_model_dir(), replicas=replicas,
-                         batch_size=batch_size)
+        counts = run_ray(recipe, shards, round_dir / "results", model_dir=model, replicas=replicas,
+                         batch_size=batch_size, object_store_mb=object_store_mb)
     except ImportError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(counts))
