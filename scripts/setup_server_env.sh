@@ -22,7 +22,7 @@
 # to make that a hard failure instead.
 #   3. Opt-in (--with-ray): Ray Data for `failtax batch ray` on this CPU, in
 #      ${FAILTAX_HOME:-~/.cache/failtax}/ray-venv: a small environment that sees the
-#      server environment's packages (a .pth file) and adds ray[data] on top, so the
+#      server environment's packages (a .pth file) and adds ray[data,serve] on top, so the
 #      server environment itself is never changed. Its python runs
 #      `python -m serving.batch_ray` (docs/SCALE.md).
 # Usage: bash scripts/setup_server_env.sh [--server-only | --model-only] [--with-ray]
@@ -98,7 +98,7 @@ build_local_models() {
   "$MAIN_VENV/bin/python" -m serving.embedded --download --home "$FAILTAX_HOME" "${args[@]}"
 }
 
-RAY_PIN="ray[data]==2.60.0"
+RAY_PIN="ray[data,serve]==2.60.0"  # serve: vLLM's Ray metrics import ray.serve
 
 build_ray_env() {
   local ray_venv="$FAILTAX_HOME/ray-venv" site

