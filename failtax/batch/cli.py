@@ -256,18 +256,22 @@ def slurm_cmd(run_dir, config, sets, batch_dir, partition, account, time_limit, 
 @click.option("--replicas", default=1, show_default=True, help="vLLM engine replicas (Ray Data concurrency).")
 @click.option("--batch-size", default=32, show_default=True, help="Rows per engine batch.")
 @click.option("--model-dir", default=None, help="The weights folder as the workers see it.")
-@click.option("--ray-python", default=None, envvar="FAILTAX_RAY_PYTHON",
-              help="Run Ray in this Python's environment (one that holds Ray and vLLM, e.g. the one "
-                   "`scripts/setup_server_env.sh --with-ray` builds) [env FAILTAX_RAY_PYTHON]; default: here.")
+@click.option("--ray-python", default=None,
+              help="Run Ray in this Python's environment (one that holds Ray and vLLM); default: "
+                   "$FAILTAX_RAY_PYTHON, else the one `scripts/setup_server_env.sh --with-ray` built, else here.")
 @click.option("--object-store-mb", type=int, default=None,
               help="Object store of the local Ray instance started when none runs (MB).")
-def ray_cmd(run_dir, config, sets, batch_dir, replicas, batch_size, model_dir, ray_python, object_store_mb):
+@click.option("--num-cpus", type=int, default=None,
+              help="Logical CPUs of that local instance (a small CPU box needs ~8: one per Ray Data stage actor).")
+def ray_cmd(run_dir, config, sets, batch_dir, replicas, batch_size, model_dir, ray_python, object_store_mb,
+            num_cpus):
     """Answer the latest round with Ray Data's vLLM processor (needs `failtax[ray]`)."""
     import os
     import subprocess
 
-    from serving.batch_ray import run_ray
+    from serving.batch_ray import default_ray_python, run_ray
 
+    ray_python = ray_python or default_ray_python()
     folder, round_dir = _latest_round(run_dir, batch_dir)
     recipe = _recipe(folder, run_dir, config, sets)
     model = str(model_dir or recipe.require_model_dir())
@@ -277,6 +281,7 @@ def ray_cmd(run_dir, config, sets, batch_dir, replicas, batch_size, model_dir, r
         cmd = [ray_python, "-m", "serving.batch_ray", recipe.name, str(round_dir / "results"), *map(str, shards),
                "--model-dir", model, "--replicas", str(replicas), "--batch-size", str(batch_size)]
         cmd += ["--object-store-mb", str(object_store_mb)] if object_store_mb else []
+        cmd += ["--num-cpus", str(num_cpus)] if num_cpus else []
         env = {**os.environ, "PYTHONPATH": str(root)}
         env.pop("VIRTUAL_ENV", None)
         done = subprocess.run(cmd, env=env, check=False)
@@ -285,7 +290,7 @@ def ray_cmd(run_dir, config, sets, batch_dir, replicas, batch_size, model_dir, r
         return
     try:
         counts = run_ray(recipe, shards, round_dir / "results", model_dir=model, replicas=replicas,
-                         batch_size=batch_size, object_store_mb=object_store_mb)
+                         batch_size=batch_size, object_store_mb=object_store_mb, num_cpus=num_cpus)
     except ImportError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(counts))

