@@ -10,11 +10,13 @@ Then compares every answer both runs asked for (same custom_id = same call), and
 taxonomies, assignments and explanations (failtax.batch.parity).
 
     failtax sim rollout --out eps -n 8 --seed 100 --no-map --policy blind_follower
-    python benchmarks/batch_parity_bench.py eps --limit 8
+    python benchmarks/batch_parity_bench.py eps --limit 0 --seed 0   # --seed 1, --seed 2: replicates
     python benchmarks/batch_parity_bench.py eps --limit 8 --recipe qwen2.5-coder-1.5b
 
-Prints a table and writes benchmarks/results/batch_parity_bench.json (with the machine's
-load). Needs the vLLM server environment (scripts/setup_server_env.sh).
+Prints a table and adds the run to benchmarks/results/batch_parity_bench.json as one
+replicate (with the machine's load; a rerun of the same seed replaces it), with the
+totals over all replicates. Needs the vLLM server environment
+(scripts/setup_server_env.sh).
 """
 
 from __future__ import annotations
@@ -47,6 +49,27 @@ def limited(episodes: Path, limit: int | None, work: Path) -> Path:
     for p in chosen:
         (out / p.name).symlink_to(p.resolve())
     return out
+
+
+def write_replicate(out: Path, result: dict) -> None:
+    """Add `result` to the replicates in `out` (replacing one of the same recipe, seed,
+    stages and overrides) and total them: answers compared and differing, runs whose
+    taxonomy differs."""
+    same = lambda r: [r[k] for k in ("recipe", "seed", "stages", "overrides")]
+    old = json.loads(out.read_text()).get("replicates", []) if out.is_file() else []
+    reps = [r for r in old if same(r) != same(result)] + [result]
+    total = {
+        "replicates": len(reps),
+        "answers_compared": sum(r["calls"]["common"] for r in reps),
+        "answers_differing": sum(r["calls"]["different"] for r in reps),
+        "calls_in_one_run_only": sum(r["calls"]["only_a"] + r["calls"]["only_b"] for r in reps),
+        "taxonomies_differing": sum(not r["runs"]["same_taxonomy"] for r in reps),
+        "assignments_differing": sum(r["runs"]["assignments_differing"] for r in reps),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"total": total, "replicates": sorted(reps, key=lambda r: r["seed"])},
+                              indent=1, sort_keys=True) + "\n")
+    print("all replicates:", total)
 
 
 def main() -> None:
@@ -107,8 +130,7 @@ def main() -> None:
     print(result["summary"])
     for d in calls["examples"]:
         print(f"  {d['method']} {d['key'][:8]}:\n    live : {d['a']!r}\n    batch: {d['b']!r}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_replicate(args.out, result)
     print(f"wrote {args.out}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
