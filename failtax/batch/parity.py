@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +93,8 @@ def _explanations(run: str | os.PathLike) -> dict[str, tuple[str, str]]:
 
 def summarize(calls: dict[str, Any], runs: dict[str, Any]) -> str:
     """One line: answers that differ of those compared, and whether the taxonomy agrees."""
-    methods = Counter({m: d for m, (_, d) in calls["by_method"].items()})
-    return (f"{calls['different']} of {calls['common']} answers differ ({dict(methods)}); "
+    methods = {m: d for m, (_, d) in calls["by_method"].items()}
+    return (f"{calls['different']} of {calls['common']} answers differ ({methods}); "
             f"{calls['only_a']}/{calls['only_b']} calls in one run only; taxonomy "
             f"{'identical' if runs['same_taxonomy'] else 'differs'}, "
             f"{runs['assignments_differing']} assignments and {runs['explanations_differing']} of "
