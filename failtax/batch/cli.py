@@ -83,8 +83,10 @@ def batch() -> None:
        assignment, plus re-asks and retries), then
        failtax batch finish  --run-dir R     the normal pipeline, every call from the cache
 
-    custom_id of each line is the call-cache key, so the finished run equals an
-    all-live run on the same model, recipe and seed. docs/SCALE.md has the details.
+    `failtax batch export monitoring` does the same for the LLM monitors of
+    `failtax monitor evaluate`. custom_id of each line is the call-cache key, so the
+    finished run equals an all-live run on the same model, recipe and seed (measured:
+    docs/SCALE.md, which has the details).
     """
 
 
