@@ -20,7 +20,12 @@
 # <venv>/FAILED, and exits 0 so the rest of the project still works: failtax then
 # falls back to the in-process transformers backend. Set FAILTAX_REQUIRE_SERVER=1
 # to make that a hard failure instead.
-# Usage: bash scripts/setup_server_env.sh [--server-only | --model-only]
+#   3. Opt-in (--with-ray): Ray Data for `failtax batch ray` on this CPU, in
+#      ${FAILTAX_HOME:-~/.cache/failtax}/ray-venv: a small environment that sees the
+#      server environment's packages (a .pth file) and adds ray[data,serve] on top, so the
+#      server environment itself is never changed. Its python runs
+#      `python -m serving.batch_ray` (docs/SCALE.md).
+# Usage: bash scripts/setup_server_env.sh [--server-only | --model-only] [--with-ray]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAILTAX_HOME=${FAILTAX_HOME:-$HOME/.cache/failtax}
@@ -93,13 +98,38 @@ build_local_models() {
   "$MAIN_VENV/bin/python" -m serving.embedded --download --home "$FAILTAX_HOME" "${args[@]}"
 }
 
-what=all
+RAY_PIN="ray[data,serve]==2.60.0"  # serve: vLLM's Ray metrics import ray.serve
+
+build_ray_env() {
+  local ray_venv="$FAILTAX_HOME/ray-venv" site
+  if [ ! -x "$SERVER_VENV/bin/python" ] || [ ! -f "$SERVER_VENV/READY" ]; then
+    echo "--with-ray needs the server environment; skipped" >&2
+    return 0
+  fi
+  if [ -f "$ray_venv/READY" ] && [ "$(cat "$ray_venv/READY")" = "$RAY_PIN" ]; then
+    echo "ray environment ready (cached): $ray_venv"
+    return 0
+  fi
+  rm -rf "$ray_venv"
+  "$SERVER_VENV/bin/python" -m venv --without-pip "$ray_venv" 2>/dev/null || "$BASE_PY" -m venv "$ray_venv"
+  site=$("$SERVER_VENV/bin/python" -c "import site; print(site.getsitepackages()[0])")
+  echo "$site" > "$("$ray_venv/bin/python" -c "import site; print(site.getsitepackages()[0])")/failtax-server-env.pth"
+  "$SERVER_VENV/bin/python" -m pip --python "$ray_venv/bin/python" install -q "$RAY_PIN" &&
+    "$ray_venv/bin/python" -c "import ray.data.llm, vllm" &&
+    printf '%s' "$RAY_PIN" > "$ray_venv/READY" &&
+    echo "ray environment ready: $ray_venv" ||
+    echo "!! the ray environment could not be built (failtax batch ray will not run here)" >&2
+}
+
+what=all; with_ray=0
 for a in "$@"; do
   case "$a" in
     --server-only) what=server ;;
     --model-only) what=model ;;
-    *) echo "unknown option: $a (use --server-only or --model-only)" >&2; exit 2 ;;
+    --with-ray) with_ray=1 ;;
+    *) echo "unknown option: $a (use --server-only, --model-only or --with-ray)" >&2; exit 2 ;;
   esac
 done
 if [ "$what" != model ]; then build_server_env; fi
 if [ "$what" != server ]; then build_local_models; fi
+if [ "$with_ray" = 1 ]; then build_ray_env; fi

@@ -36,6 +36,7 @@ Batch folder (default `<run>/batch`):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -58,10 +59,14 @@ from serving.batch import (
     import_result,
     read_jsonl_lines,
     result_parts,
+    run_batch_local,
 )
 from serving.cache import CachedBackend
+from serving.embedded import DEFAULT_LOCAL
 from serving.recipes import Recipe, get_recipe
 
+# The monitors of `failtax monitor evaluate` (failtax.batch.monitoring): not a pipeline stage.
+MONITORING = "monitoring"
 # Stage names as the pipeline knows them, and the names users say.
 STAGE_ALIASES = {
     "reason": "reason",
@@ -70,8 +75,11 @@ STAGE_ALIASES = {
     "naming": "discover",
     "assign": "assign",
     "assignment": "assign",
+    "monitoring": MONITORING,
+    "monitor": MONITORING,
 }
 MODEL_STAGES = ("reason", "discover", "assign")
+BATCH_STAGES = (*MODEL_STAGES, MONITORING)
 # Files a stage appends to (rolled back by truncation) vs rewrites (rolled back by copy).
 _APPEND_ONLY = (EXPLANATIONS_FILE, ERRORS_FILE, STAGES_FILE, KEYFRAMES_FILE)
 _KEY_IN_MESSAGE = re.compile(r"batch request ([0-9a-f]{32})")
@@ -85,8 +93,9 @@ def stage_name(name: str) -> str:
 
 
 def batch_recipe(cfg: PipelineConfig) -> Recipe:
-    """The recipe a batch of this run is served with: `backend.recipe` (default `embedded`)."""
-    return get_recipe(cfg.backend.recipe or "embedded")
+    """The recipe a batch of this run is served with: `backend.recipe`, else the model
+    `backend.kind: embedded` serves when no recipe is named (the live run's model)."""
+    return get_recipe(cfg.backend.recipe or DEFAULT_LOCAL)
 
 
 class BatchFolder:
@@ -100,11 +109,16 @@ class BatchFolder:
 
     def rounds(self, stage: str | None = None) -> list[Path]:
         """Round folders (of one stage, or all; import does not depend on their order)."""
-        stages = [stage] if stage else [s for s in MODEL_STAGES if (self.dir / s).is_dir()]
+        stages = [stage] if stage else [s for s in BATCH_STAGES if (self.dir / s).is_dir()]
         out = []
         for s in stages:
             out += sorted((self.dir / s).glob("round-*"))
         return sorted(out, key=lambda p: (p.stat().st_mtime, p.name))
+
+    def manifest(self) -> dict[str, Any]:
+        """manifest.json ({} when there is none yet)."""
+        path = self.dir / "manifest.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def latest_round(self) -> Path | None:
         """The round the last `export` wrote (None when there is none)."""
@@ -160,8 +174,21 @@ def make_batch_backend(
         max_error_rounds: error lines after which a request is given up (listed in
             errors.jsonl, no longer exported; the stage falls back for it).
     """
-    folder = BatchFolder(batch_dir)
-    recipe = recipe or batch_recipe(cfg)
+    return batch_backend(BatchFolder(batch_dir), recipe or batch_recipe(cfg), cfg.cache_dir or cfg.backend.cache_dir,
+                         identity=identity, max_error_rounds=max_error_rounds)
+
+
+def batch_backend(
+    folder: BatchFolder,
+    recipe: Recipe,
+    cache_dir: str | os.PathLike | None,
+    *,
+    identity: BatchIdentity | None = None,
+    max_error_rounds: int = 3,
+) -> tuple[CachedBackend, BatchBackend]:
+    """`make_batch_backend` for any caller of the models (the pipeline, the monitors):
+    the call cache in `cache_dir` over a `BatchBackend` shaped by `folder`'s errors and
+    re-asks."""
     identity = identity or BatchIdentity.from_recipe(recipe)
     inner = BatchBackend(
         identity,
@@ -170,8 +197,24 @@ def make_batch_backend(
         reasks=folder.reask_map(),
         given_up={k for k, n in folder.error_counts().items() if n >= max_error_rounds},
     )
-    cache_dir = cfg.cache_dir or cfg.backend.cache_dir
     return CachedBackend(inner, cache_dir), inner
+
+
+def write_manifest(folder: BatchFolder, backend: CachedBackend, recorder: BatchBackend, recipe: Recipe,
+                   **extra: Any) -> None:
+    """manifest.json: who answers (model, cache scope, recipe, context) and where the
+    answers go (the cache folder `import` writes to)."""
+    folder.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder.dir / "manifest.json", {
+        "format": BATCH_FORMAT,
+        "model": recorder.model_id,
+        "scope": recorder.cache_scope,
+        "recipe": recipe.model_dump(mode="json"),
+        "max_model_len_tokens": recorder.identity.max_model_len_tokens,
+        "token_counting": recorder.counter.how,
+        "cache_dir": str(backend.cache_dir),
+        **extra,
+    })
 
 
 @dataclass
@@ -276,6 +319,9 @@ async def export(
     if shard_size < 1:
         raise ValueError("shard_size must be at least 1")
     last = stage_name(stage) if stage else None
+    if last == MONITORING:
+        raise ValueError("the monitoring stage is exported by failtax.batch.monitoring.export_monitoring "
+                         "(`failtax batch export monitoring --config MONITOR --episodes NAME=DIR`)")
     run_dir = Path(run_dir)
     folder = BatchFolder(batch_dir or run_dir / "batch")
     recipe = batch_recipe(cfg)
@@ -284,17 +330,7 @@ async def export(
     )
     run = Run(cfg, run_dir, episodes=episodes, backend=backend, progress=progress)
     run.dir.mkdir(parents=True, exist_ok=True)
-    folder.dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder.dir / "manifest.json", {
-        "format": BATCH_FORMAT,
-        "model": recorder.model_id,
-        "scope": recorder.cache_scope,
-        "recipe": recipe.model_dump(mode="json"),
-        "max_model_len_tokens": recorder.identity.max_model_len_tokens,
-        "token_counting": recorder.counter.how,
-        "cache_dir": str(backend.cache_dir),
-        "run_dir": str(run_dir),
-    })
+    write_manifest(folder, backend, recorder, recipe, run_dir=str(run_dir))
     result = ExportResult(stage=None, token_counting=recorder.counter.how)
     run.write_config()
     for st in PIPELINE:
@@ -390,19 +426,28 @@ class ImportResult:
 
 
 def import_results(
-    cfg: PipelineConfig,
+    cfg: PipelineConfig | None,
     batch_dir: str | os.PathLike,
     *,
     identity: BatchIdentity | None = None,
 ) -> ImportResult:
     """Read every round's result files into the call cache (idempotent).
 
-    Answers are cached under their custom_id; error lines, unparseable first answers
-    and requests without a result line are recorded (errors.jsonl, reasks.jsonl) and
-    come back in the next `export`.
+    Answers are cached under their custom_id in the cache folder the export named
+    (manifest.json; `cfg` only for a folder without one); error lines, unparseable
+    first answers and requests without a result line are recorded (errors.jsonl,
+    reasks.jsonl) and come back in the next `export`.
     """
     folder = BatchFolder(batch_dir)
-    backend, _ = make_batch_backend(cfg, folder.dir, identity=identity)
+    manifest = folder.manifest()
+    if manifest:  # the answers go where the export looked for them, under its model's scope
+        identity = identity or BatchIdentity(manifest["model"], manifest["scope"], manifest["max_model_len_tokens"])
+        backend, _ = batch_backend(folder, Recipe.model_validate(manifest["recipe"]), manifest["cache_dir"],
+                                   identity=identity)
+    elif cfg is not None:
+        backend, _ = make_batch_backend(cfg, folder.dir, identity=identity)
+    else:
+        raise FileNotFoundError(f"{folder.dir} holds no manifest.json; run `failtax batch export` first")
     out = ImportResult()
     reasked = set(folder.reask_map())
     errors: list[dict[str, Any]] = []
@@ -491,16 +536,57 @@ async def finish(
     return summary
 
 
+async def answer_here(
+    cfg: PipelineConfig,
+    run_dir: str | os.PathLike,
+    *,
+    episodes: str | os.PathLike | None = None,
+    batch_dir: str | os.PathLike | None = None,
+    shard_size: int = 1000,
+    server_python: str | None = None,
+    max_rounds: int = 12,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Every round on this machine: export → vLLM's batch runner on each shard → import,
+    until export has nothing left (then `finish`). What `failtax batch export / run /
+    import` do in a loop; returns one record per round (export and import summaries).
+
+    Raises:
+        RuntimeError: still requests left after `max_rounds` rounds.
+    """
+    run_dir = Path(run_dir)
+    folder = BatchFolder(batch_dir or run_dir / "batch")
+    recipe = batch_recipe(cfg)
+    rounds: list[dict[str, Any]] = []
+    for _ in range(max_rounds):
+        result = await export(cfg, run_dir, episodes=episodes, batch_dir=folder.dir, shard_size=shard_size,
+                              progress=progress)
+        if result.stage is None:
+            return rounds
+        for shard in result.shards:
+            await asyncio.to_thread(
+                run_batch_local, recipe, shard, folder.result_file(result.round_dir, shard), python=server_python,
+                log_file=result.round_dir / "logs" / f"{shard.name}.vllm.log")
+        imported = import_results(cfg, folder.dir)
+        rounds.append({"export": result.summary(), "import": imported.summary()})
+    raise RuntimeError(f"batch rounds of {run_dir} did not finish within {max_rounds} rounds")
+
+
 __all__ = [
+    "BATCH_STAGES",
     "MODEL_STAGES",
+    "MONITORING",
     "STAGE_ALIASES",
     "BatchFolder",
     "ExportResult",
     "ImportResult",
+    "answer_here",
+    "batch_backend",
     "batch_recipe",
     "export",
     "finish",
     "import_results",
     "make_batch_backend",
     "stage_name",
+    "write_manifest",
 ]

@@ -205,3 +205,28 @@ def test_export_refuses_an_unknown_stage(tmp_path, tiny_episodes):
     with pytest.raises(ValueError, match="valid: assign"):
         asyncio.run(export(config(tmp_path), tmp_path / "run", stage="naming2", identity=IDENTITY))
     assert not BatchFolder(tmp_path / "run" / "batch").rounds()
+
+
+def test_batch_recipe_is_the_model_the_live_run_serves():
+    """Without backend.recipe, `kind: embedded` serves the default local model; the batch
+    must be answered by that same model, or its answers are not the live run's."""
+    from failtax.batch import batch_recipe
+    from serving.embedded import DEFAULT_LOCAL
+
+    assert batch_recipe(load_config(None, {"backend.kind": "embedded"})).name == DEFAULT_LOCAL
+    assert batch_recipe(load_config(None, {"backend.recipe": "embedded"})).name == "embedded"
+
+
+def test_parity_counts_answers_that_differ_and_calls_in_one_run_only(tmp_path):
+    from failtax.batch.parity import call_agreement
+    from serving.protocol import CallResult
+
+    a, b = CachedBackend(NoLiveCalls(), tmp_path / "a"), CachedBackend(NoLiveCalls(), tmp_path / "b")
+    for key, text_a, text_b in (("k1", "same", "same"), ("k2", "live", "batch")):
+        a.put(key, CallResult(text_a, MODEL, key), {"method": "complete_json"})
+        b.put(key, CallResult(text_b, MODEL, key), {"method": "complete_json"})
+    a.put("k3", CallResult("only live", MODEL, "k3"), {"method": "complete_choice"})
+    r = call_agreement(a.cache_dir, b.cache_dir)
+    assert (r["common"], r["same"], r["different"], r["only_a"], r["only_b"]) == (2, 1, 1, 1, 0)
+    assert r["by_method"] == {"complete_json": [1, 1]}
+    assert r["examples"] == [{"key": "k2", "method": "complete_json", "a": "live", "b": "batch"}]

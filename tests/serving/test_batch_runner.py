@@ -169,7 +169,7 @@ def test_ray_rows_round_trip_to_result_lines():
     [item] = backend.recorded.values()
     row = to_row(item.line())
     assert row["sampling_params"] == {"max_tokens": 21, "temperature": 0.0, "seed": 3,
-                                      "guided_decoding": {"choice": ["glass", "pole"]}}
+                                      "structured_outputs": {"choice": ["glass", "pole"]}}
     assert json.loads(row["messages"]) == item.body["messages"]
     line = to_result_line({**row, "generated_text": "glass", "num_generated_tokens": 2, "num_input_tokens": 9})
     outcome = import_result(item, line)
@@ -179,3 +179,18 @@ def test_ray_rows_round_trip_to_result_lines():
     failed = to_result_line({**row, "__inference_error__": "ValueError: prompt too long"})
     assert import_result(item, failed).kind == "error"
     assert os.environ.get("FAKE_RUN_BATCH_DIE") is None
+
+
+def test_ray_rows_carry_the_constraint_where_rays_vllm_stage_reads_it():
+    """Ray's vLLM stage turns `sampling_params["structured_outputs"]` into vLLM's
+    StructuredOutputsParams and passes every other key to SamplingParams, which rejects
+    `guided_decoding` since vLLM 0.12 (every row failed). A schema travels as JSON text
+    so rows with different schemas fit one Arrow column."""
+    backend = BatchBackend(IDENTITY)
+    record(backend, "complete_json", [{"role": "user", "content": "x"}], SCHEMA, max_tokens=40)
+    record(backend, "complete_choice", [{"role": "user", "content": "pick"}], ["glass", "pole"])
+    rows = [to_row(item.line()) for item in backend.recorded.values()]
+    json_row = next(r for r in rows if "json" in r["sampling_params"]["structured_outputs"])
+    sent = next(i.body for i in backend.recorded.values() if "json" in i.body["structured_outputs"])
+    assert json.loads(json_row["sampling_params"]["structured_outputs"]["json"]) == sent["structured_outputs"]["json"]
+    assert all("guided_decoding" not in r["sampling_params"] for r in rows)
