@@ -126,10 +126,10 @@ def run_seed(args: argparse.Namespace, seed: int, embedder: Any, backend: Any = 
     if backend is not None:
         model = args.model
         ctx = {"context_tokens": args.context_tokens}
-        timed(f"failtax discover + model review ({model})", lambda: asyncio.run(
+        timed(f"failtax discover + model names ({model})", lambda: asyncio.run(
             failtax_discover(explanations, embedder, backend, seed=seed, **ctx)))
         if args.llm_assign:
-            timed(f"failtax discover + model review + LLM assignment ({model})", lambda: asyncio.run(
+            timed(f"failtax discover + model names + LLM assignment ({model})", lambda: asyncio.run(
                 failtax_discover(explanations, embedder, backend,
                                  AssignmentConfig(method="llm", top_k_candidates=4, seed=seed), seed=seed, **ctx)))
         if args.models_only:
@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ablations", action="store_true",
                    help="baselines and the default discovery (and k = causes) only")
     p.add_argument("--quick", action="store_true", help="300 reports, seed 0, no BERTopic")
-    p.add_argument("--base-url", help="OpenAI-compatible server: adds the rows where the model reviews and "
-                   "names the clusters (discovery.refine)")
+    p.add_argument("--base-url", help="OpenAI-compatible server: adds the row where the model names the "
+                   "clusters (alike names it does not set apart merge; discovery.refine adds its review)")
     p.add_argument("--model", help="served model name (with --base-url)")
     p.add_argument("--context-tokens", type=int, default=8192, help="the served model's context window")
     p.add_argument("--llm-assign", action="store_true", help="also a row with LLM assignment (a call per report)")

@@ -150,13 +150,13 @@ def export_cmd(stage, run_dir, episodes, configs, sets, batch_dir, shard_size, m
 
 def _export_monitoring(run_dir, episodes, configs, sets, batch_dir, shard_size, max_error_rounds, quiet):
     from failtax.batch.monitoring import export_monitoring
-    from failtax.monitor.cli import _named_paths, load_configs
+    from failtax.monitor.cli import load_configs, named_paths
 
     if not episodes:
         raise click.UsageError("export monitoring needs --episodes NAME=FOLDER (as for `failtax monitor evaluate`)")
     cfgs = load_configs(configs, sets, None)
     try:
-        return asyncio.run(export_monitoring(cfgs, _named_paths(episodes, "episode set"), batch_dir or run_dir / "batch",
+        return asyncio.run(export_monitoring(cfgs, named_paths(episodes, "episode set"), batch_dir or run_dir / "batch",
                                              shard_size=shard_size, max_error_rounds=max_error_rounds,
                                              progress=not quiet))
     except (ValueError, FileNotFoundError) as e:

@@ -16,7 +16,7 @@ from common import parse_sets
 log = logging.getLogger(__name__)
 
 
-def _named_paths(items: tuple[str, ...], what: str) -> dict[str, Path]:
+def named_paths(items: tuple[str, ...], what: str) -> dict[str, Path]:
     out = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -153,7 +153,7 @@ def evaluate(configs, episode_sets, out, sets, max_episodes, concurrency, no_pro
     from failtax.monitor.report import HEADER, table_rows
 
     cfgs = load_configs(configs, sets, max_episodes)
-    named = _named_paths(episode_sets, "episode set")
+    named = named_paths(episode_sets, "episode set")
     try:
         results = asyncio.run(evaluate_all(cfgs, named, out, progress=not no_progress,
                                            concurrency=concurrency))
