@@ -448,18 +448,31 @@ class ClusterThenName(StrategyBase):
 
     async def _tell_apart(self, clusters: _ClusterSet, backend: LLMBackend,
                           proposals: list[dict | None]) -> list[dict | None]:
-        """Clusters the model named alike: each smaller one is shown the biggest one's
-        explanations and asked for a name that sets it apart. A new usable name keeps them
-        apart; the same name again (the model insists they share a cause) makes them one mode.
-        Without this a salient trait shared across causes ("head-on") names, and merges,
-        clusters of different causes."""
+        """Clusters the model named alike (the same name, or names worded almost the same,
+        `merge_name_similarity`): each smaller one is shown the biggest one's explanations
+        and asked for a name that sets it apart. A new name that is not alike keeps them
+        apart; an alike name again (the model insists they share a cause), or no usable
+        answer, makes them one mode. Without this a salient trait shared across causes
+        ("head-on") names, and merges, clusters of different causes."""
         cfg = self.cfg
-        alike: dict[str, list[int]] = {}
-        for c in sorted(range(clusters.k), key=lambda c: -clusters.size(c)):
-            p = proposals[c]
-            if isinstance(p, dict) and not self._name_flags(p, clusters, c):
-                alike.setdefault(normalise_name(str(p.get("name", ""))), []).append(c)
-        pairs = [(g[0], c) for g in alike.values() for c in g[1:]]
+        usable = [c for c in sorted(range(clusters.k), key=lambda c: -clusters.size(c))
+                  if isinstance(proposals[c], dict) and not self._name_flags(proposals[c], clusters, c)]
+        if len(usable) < 2:
+            return proposals
+        names = {c: str(proposals[c]["name"]).strip() for c in usable}
+        vecs = dict(zip(usable, self.embedder.embed([names[c] for c in usable])))
+
+        def alike(a: str, va: np.ndarray, b: str, vb: np.ndarray) -> bool:
+            return normalise_name(a) == normalise_name(b) or float(va @ vb) >= cfg.merge_name_similarity
+
+        heads: list[int] = []
+        pairs: list[tuple[int, int]] = []
+        for c in usable:  # biggest first: a cluster is asked beside the biggest it is alike to
+            head = next((h for h in heads if alike(names[h], vecs[h], names[c], vecs[c])), None)
+            if head is None:
+                heads.append(c)
+            else:
+                pairs.append((head, c))
         if not pairs:
             return proposals
         template = load_prompt(cfg.name_prompt)
@@ -467,22 +480,24 @@ class ClusterThenName(StrategyBase):
         limiter = asyncio.Semaphore(cfg.concurrency)
 
         async def one(head: int, c: int) -> dict[str, Any]:
-            name = str(proposals[head]["name"]).strip()
+            name = names[head]
             other = "\n".join(f"- {clip(t, cfg.sample_max_chars)}" for t in clusters.samples(head)[:3])
-            prompt = self._name_prompt(template, clusters, c) + (f"\n\nAnother group is already named \"{name}\". Its explanations:\n{other}\n"
-                 "Compare the two groups and name what sets this group's cause apart from that one, "
-                 "in a different name.")
+            prompt = self._name_prompt(template, clusters, c) + (
+                f"\n\nAnother group is already named \"{name}\". Its explanations:\n{other}\n"
+                "Compare the two groups and name what sets this group's cause apart from that one, "
+                "in a different name.")
             parsed, _ = await call_json(
                 backend, prompt, answer, max_tokens=cfg.mode_max_tokens(chars_per_token=1.0),
                 temperature=cfg.temperature, seed=derive_seed(cfg.seed, "apart", c) % (2**31),
                 purpose=f"name_cluster_apart:{c}", call_log=self.call_log, limiter=limiter,
             )
             new = str(parsed.get("name", "")).strip() if isinstance(parsed, dict) else ""
-            if new and normalise_name(new) != normalise_name(name) and not self._name_flags(parsed, clusters, c):
+            usable_new = bool(new) and not self._name_flags(parsed, clusters, c)
+            if usable_new and not alike(name, vecs[head], new, self.embedder.embed([new])[0]):
                 proposals[c] = parsed
-                return {"cluster": c, "named_like": head, "was": name, "now": new}
-            return {"cluster": c, "named_like": head, "was": name,
-                    "now": name if new and normalise_name(new) == normalise_name(name) else None}
+                return {"cluster": c, "named_like": head, "was": names[c], "now": new}
+            proposals[c] = {**proposals[c], "name": name}  # one mode: it keeps the bigger one's name
+            return {"cluster": c, "named_like": head, "was": names[c], "now": name if usable_new else None}
 
         self._told_apart = list(await asyncio.gather(*(one(h, c) for h, c in pairs)))
         return proposals

@@ -538,3 +538,29 @@ def test_model_keywords_drop_the_answer_format_words():
 
     raw = ["wide", "json", "Description", "featureless", 7, "wide", "uniform colour"]
     assert clean_keywords(raw, max_keywords=5, max_chars=24) == ["wide", "featureless", "uniform colour"]
+
+
+def test_names_worded_almost_alike_are_asked_apart_too(data, stub_backend_factory):
+    """"wall collision" and "wall collisions" name one thing: the smaller cluster is asked to
+    set itself apart; insisting on an alike name makes one mode with the bigger one's name."""
+    explanations, _ = data
+    counter = iter(range(1000))
+    asked: list[str] = []
+
+    def responder(method, messages, attempt):
+        text = messages[0]["content"]
+        if "Another group is already named" in text:
+            asked.append(text)
+            name = "wall collisions"
+        else:
+            i = next(counter)
+            name = ["wall collision", "wall collisions", "glass panes", "thin poles", "low boxes",
+                    "chair legs", "narrow doors", "dark corners", "wet floors", "steep ramps"][i]
+        return json.dumps({"name": name, "description": "A distinct cause described here.", "keywords": ["k"]})
+
+    backend = stub_backend_factory(responder)
+    tax = discover(make_strategy(cfg(min_modes=3, merge_name_similarity=0.8)), explanations, backend)
+    names = [m.name for m in tax.modes]
+    assert len(asked) == 1 and len(tax.modes) == tax.notes["k"] - 1
+    assert sum(n in ("wall collision", "wall collisions") for n in names) == 1
+    assert {"by": "model (named alike)"}.items() <= tax.notes["merged"][0].items()
