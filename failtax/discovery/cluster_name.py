@@ -449,7 +449,7 @@ class ClusterThenName(StrategyBase):
     async def _tell_apart(self, clusters: _ClusterSet, backend: LLMBackend,
                           proposals: list[dict | None]) -> list[dict | None]:
         """Clusters the model named alike (the same name, or names worded almost the same,
-        `merge_name_similarity`): each smaller one is shown the biggest one's explanations
+        `alike_name_similarity`): each smaller one is shown the biggest one's explanations
         and asked for a name that sets it apart. A new name that is not alike keeps them
         apart; an alike name again (the model insists they share a cause), or no usable
         answer, makes them one mode. Without this a salient trait shared across causes
@@ -463,7 +463,7 @@ class ClusterThenName(StrategyBase):
         vecs = dict(zip(usable, self.embedder.embed([names[c] for c in usable])))
 
         def alike(a: str, va: np.ndarray, b: str, vb: np.ndarray) -> bool:
-            return normalise_name(a) == normalise_name(b) or float(va @ vb) >= cfg.merge_name_similarity
+            return normalise_name(a) == normalise_name(b) or float(va @ vb) >= cfg.alike_name_similarity
 
         heads: list[int] = []
         pairs: list[tuple[int, int]] = []

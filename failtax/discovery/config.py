@@ -89,7 +89,12 @@ class DiscoveryConfig(StrictModel):
     # examples shown per cluster in the review call
     refine_samples: int = Field(3, ge=1)
     # merge two modes whose "name: description" embeddings are at least this similar
+    # (modes the model named are never merged on wording: it named them apart)
     merge_name_similarity: float = Field(0.9, ge=0.0, le=1.0)
+    # two model-written names this similar (sentence embeddings of the names alone) are alike:
+    # the smaller cluster is asked to set itself apart ("Rotation Failure" / "Rotational
+    # Failure": 0.88 with MiniLM; "Head-on Collision" / "... with Narrow Obstacle": 0.78)
+    alike_name_similarity: float = Field(0.85, ge=0.0, le=1.0)
     # merge two clusters whose centroids are at least this similar
     merge_centroid_similarity: float = Field(0.95, ge=0.0, le=1.0)
     # False: no model calls, names and descriptions from keywords and exemplars only

@@ -559,7 +559,7 @@ def test_names_worded_almost_alike_are_asked_apart_too(data, stub_backend_factor
         return json.dumps({"name": name, "description": "A distinct cause described here.", "keywords": ["k"]})
 
     backend = stub_backend_factory(responder)
-    tax = discover(make_strategy(cfg(min_modes=3, merge_name_similarity=0.8)), explanations, backend)
+    tax = discover(make_strategy(cfg(min_modes=3, alike_name_similarity=0.8)), explanations, backend)
     names = [m.name for m in tax.modes]
     assert len(asked) == 1 and len(tax.modes) == tax.notes["k"] - 1
     assert sum(n in ("wall collision", "wall collisions") for n in names) == 1
