@@ -135,17 +135,22 @@ _OBJ_HELIOS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _helios(f: Facts, rng: np.random.Generator) -> str:
-    """Long clinical narrative, sentence order varies, hospital vocabulary."""
-    obj = _OBJ_HELIOS[f.cause]
+def _helios_core(f: Facts, rng: np.random.Generator, *, robot: str, pronoun: str) -> list[str]:
+    """Helios's content sentences (what was hit, speed, turning), naming the robot `robot`."""
     place = {"corridor": "the ward corridor", "lobby": "the reception area", "office": "the nurses' office",
              "storage room": "the supply room", "kitchen": "the pantry", "meeting room": "the day room"}[f.place]
-    core = [
-        f"While delivering medication in {place}, the robot made contact with {_pick(rng, obj)}.",
-        f"It was travelling at roughly {f.speed_mps:.1f} m/s and "
+    return [
+        f"While delivering medication in {place}, {robot} made contact with {_pick(rng, _OBJ_HELIOS[f.cause])}.",
+        f"{pronoun} was travelling at roughly {f.speed_mps:.1f} m/s and "
         + ("had started to slow down." if f.braked else "did not reduce speed before the contact."),
-        "The robot was rotating at the time." if f.turning else "The robot was moving in a straight line.",
+        f"{robot[0].upper()}{robot[1:]} was rotating at the time." if f.turning
+        else f"{robot[0].upper()}{robot[1:]} was moving in a straight line.",
     ]
+
+
+def _helios(f: Facts, rng: np.random.Generator) -> str:
+    """Long clinical narrative, sentence order varies, hospital vocabulary."""
+    core = _helios_core(f, rng, robot="the robot", pronoun="It")
     extra = [
         "No patient was involved and no injury was reported.",
         "A member of staff repositioned the robot and it resumed its route.",
@@ -267,14 +272,7 @@ def _northwind_real(f: Facts, rng: np.random.Generator) -> str:
 def _helios_real(f: Facts, rng: np.random.Generator) -> str:
     """Long clinical record: a header of fields, the robot called "the courier", sentence order
     varies, a reviewer line and a confidentiality line with varying procedure numbers."""
-    place = {"corridor": "the ward corridor", "lobby": "the reception area", "office": "the nurses' office",
-             "storage room": "the supply room", "kitchen": "the pantry", "meeting room": "the day room"}[f.place]
-    core = [
-        f"While delivering medication in {place}, the courier made contact with {_pick(rng, _OBJ_HELIOS[f.cause])}.",
-        f"The courier was travelling at roughly {f.speed_mps:.1f} m/s and "
-        + ("had started to slow down." if f.braked else "did not reduce speed before the contact."),
-        "The courier was rotating at the time." if f.turning else "The courier was moving in a straight line.",
-    ]
+    core = _helios_core(f, rng, robot="the courier", pronoun="The courier")
     extra = [
         "No patient was involved and no injury was reported.",
         f"{_pick(rng, _STAFF)} repositioned the courier and it resumed its route.",
