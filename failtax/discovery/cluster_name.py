@@ -69,6 +69,9 @@ NAME_FLAG_REASONS = {
     "empty": "it is empty",
 }
 
+# The purpose recorded for each kind of naming call (the kind also seeds it).
+_NAME_PURPOSES = {"name": "name_cluster", "name-retry": "name_cluster_retry", "apart": "name_cluster_apart"}
+
 _FEATURES = {
     "hybrid": "code: sentence embeddings + TF-IDF of content words",
     "embedding": "code: sentence embeddings",
@@ -397,20 +400,12 @@ class ClusterThenName(StrategyBase):
         """Name the clusters `which`, one call each (answers in that order)."""
         cfg = self.cfg
         template = load_prompt(cfg.name_prompt)
-        answer = mode_answer_for(cfg, with_percent=False)
-        # One mode is small: budget its worst case (a token per character), so no
-        # answer is cut even when a small model writes odd strings.
-        naming_tokens = cfg.mode_max_tokens(chars_per_token=1.0)
         limiter = asyncio.Semaphore(cfg.concurrency)
         bar = tqdm(total=len(which), desc="naming clusters", unit="cluster", disable=len(which) < 4)
 
         async def one(c: int) -> dict | None:
             prompt = self._name_prompt(template, clusters, c)
-            parsed, _ = await call_json(
-                backend, prompt, answer, max_tokens=naming_tokens, temperature=cfg.temperature,
-                seed=derive_seed(cfg.seed, "name", c) % (2**31), purpose=f"name_cluster:{c}",
-                call_log=self.call_log, limiter=limiter,
-            )
+            parsed = await self._ask_name(backend, prompt, c, "name", limiter)
             flags = self._name_flags(parsed, clusters, c)
             if flags:  # asked once more, told why the name cannot be used
                 self.call_log.degenerate[f"name_retry:{flags[0]}"] += 1
@@ -418,12 +413,9 @@ class ClusterThenName(StrategyBase):
                 retry = (f"{prompt}\n\nYour previous name \"{parsed['name']}\" cannot be used: {why}. "
                          f"Write a different name: a noun phrase of at most {cfg.name_max_words} words, in your "
                          "own words, naming the cause these explanations share.")
-                again, _ = await call_json(  # sampled: greedy decoding repeats the same name
-                    backend, retry, answer, max_tokens=naming_tokens,
-                    temperature=max(cfg.temperature, cfg.rephrase_temperature),
-                    seed=derive_seed(cfg.seed, "name-retry", c) % (2**31), purpose=f"name_cluster_retry:{c}",
-                    call_log=self.call_log, limiter=limiter,
-                )
+                again = await self._ask_name(  # sampled: greedy decoding repeats the same name
+                    backend, retry, c, "name-retry", limiter,
+                    temperature=max(cfg.temperature, cfg.rephrase_temperature))
                 if isinstance(again, dict) and not self._name_flags(again, clusters, c):
                     parsed = again
             bar.update(1)
@@ -433,6 +425,21 @@ class ClusterThenName(StrategyBase):
             return list(await asyncio.gather(*(one(c) for c in which)))
         finally:
             bar.close()
+
+    async def _ask_name(self, backend: LLMBackend, prompt: str, c: int, kind: str,
+                        limiter: asyncio.Semaphore, temperature: float | None = None) -> Any:
+        """One naming call for cluster `c`; `kind` ("name", "name-retry", "apart") seeds it
+        and names its purpose. One mode is small: its worst case (a token per character) is
+        budgeted, so no answer is cut even when a small model writes odd strings."""
+        cfg = self.cfg
+        parsed, _ = await call_json(
+            backend, prompt, mode_answer_for(cfg, with_percent=False),
+            max_tokens=cfg.mode_max_tokens(chars_per_token=1.0),
+            temperature=cfg.temperature if temperature is None else temperature,
+            seed=derive_seed(cfg.seed, kind, c) % (2**31), purpose=f"{_NAME_PURPOSES[kind]}:{c}",
+            call_log=self.call_log, limiter=limiter,
+        )
+        return parsed
 
     def _name_prompt(self, template: str, clusters: _ClusterSet, c: int) -> str:
         """The naming prompt of cluster `c`: its keywords, samples and neighbours."""
@@ -476,7 +483,6 @@ class ClusterThenName(StrategyBase):
         if not pairs:
             return proposals
         template = load_prompt(cfg.name_prompt)
-        answer = mode_answer_for(cfg, with_percent=False)
         limiter = asyncio.Semaphore(cfg.concurrency)
 
         async def one(head: int, c: int) -> dict[str, Any]:
@@ -486,11 +492,7 @@ class ClusterThenName(StrategyBase):
                 f"\n\nAnother group is already named \"{name}\". Its explanations:\n{other}\n"
                 "Compare the two groups and name what sets this group's cause apart from that one, "
                 "in a different name.")
-            parsed, _ = await call_json(
-                backend, prompt, answer, max_tokens=cfg.mode_max_tokens(chars_per_token=1.0),
-                temperature=cfg.temperature, seed=derive_seed(cfg.seed, "apart", c) % (2**31),
-                purpose=f"name_cluster_apart:{c}", call_log=self.call_log, limiter=limiter,
-            )
+            parsed = await self._ask_name(backend, prompt, c, "apart", limiter)
             new = str(parsed.get("name", "")).strip() if isinstance(parsed, dict) else ""
             usable_new = bool(new) and not self._name_flags(parsed, clusters, c)
             if usable_new and not alike(name, vecs[head], new, self.embedder.embed([new])[0]):
