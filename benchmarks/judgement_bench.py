@@ -18,6 +18,9 @@ each report goes to its discovery cluster).
     python benchmarks/judgement_bench.py --reports 1200 --operators 4
     python benchmarks/judgement_bench.py --quick          # 300 reports, one seed, no BERTopic
     python benchmarks/judgement_bench.py --reports 300 --style realistic   # varying fields, unequal writers
+    python benchmarks/judgement_bench.py --reports 300 --base-url URL --model M --models-only --read-reports
+        # rows with a served model: it names the clusters; with --read-reports it also reads
+        # every report first (failtax/reading.py, the default with a model that judges)
 
 Prints a table and writes benchmarks/results/judgement_bench.json (with the machine load).
 """
@@ -41,9 +44,12 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from common import atomic_write_json
 from failtax.assignment import AssignmentConfig, assign
+from failtax.config import ReasoningConfig
 from failtax.baselines import BertopicConfig, bertopic_taxonomy
 from failtax.discovery import DiscoveryConfig, make_strategy
 from failtax.embedding import EmbeddingConfig, make_text_embedder
+from failtax.reading import ReportReader
+from failtax.reasoning import load_prompt
 from failtax.sources import GivenExplanationSource
 from failtax.types import Explanation
 from loop.corpus import CAUSES, STYLES, make_corpus, write_corpus
@@ -87,6 +93,18 @@ async def failtax_discover(explanations: list[Explanation], embedder: Any, backe
     return [by_id[e.episode_id] for e in explanations]
 
 
+async def read_then_discover(explanations: list[Explanation], embedder: Any, backend: Any, *, seed: int,
+                             **overrides: Any) -> list[str]:
+    """The model reads every report (failtax.reading: what was hit, in its words), then discovery
+    and naming run on its answers; the reading's fallbacks are counted in MODEL_NOTES."""
+    reader = ReportReader(load_prompt(ReasoningConfig().report_prompt), backend, seed=seed)
+    read = await asyncio.gather(*[reader.read(e) for e in explanations])
+    labels = await failtax_discover([e for e, _ in read], embedder, backend, seed=seed, **overrides)
+    MODEL_NOTES[-1]["reading"] = {"reports": len(read), "fallbacks": sum(err is not None for _, err in read),
+                                  "examples": [e.failure_reason for e, _ in read[:8]]}
+    return labels
+
+
 MODEL_NOTES: list[dict[str, Any]] = []  # what the model decided in the runs that used one
 
 
@@ -128,6 +146,9 @@ def run_seed(args: argparse.Namespace, seed: int, embedder: Any, backend: Any = 
         ctx = {"context_tokens": args.context_tokens}
         timed(f"failtax discover + model names ({model})", lambda: asyncio.run(
             failtax_discover(explanations, embedder, backend, seed=seed, **ctx)))
+        if args.read_reports:
+            timed(f"failtax: model reads the reports, discover, names ({model})", lambda: asyncio.run(
+                read_then_discover(explanations, embedder, backend, seed=seed, **ctx)))
         if args.llm_assign:
             timed(f"failtax discover + model names + LLM assignment ({model})", lambda: asyncio.run(
                 failtax_discover(explanations, embedder, backend,
@@ -191,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                    "clusters (alike names it does not set apart merge; discovery.refine adds its review)")
     p.add_argument("--model", help="served model name (with --base-url)")
     p.add_argument("--context-tokens", type=int, default=8192, help="the served model's context window")
+    p.add_argument("--read-reports", action="store_true",
+                   help="also a row where the model reads each report first (reasoning.reports: extract)")
     p.add_argument("--llm-assign", action="store_true", help="also a row with LLM assignment (a call per report)")
     p.add_argument("--models-only", action="store_true", help="baselines and model rows only")
     p.add_argument("--calls", help="keep the model calls in this folder (a rerun answers from it); "

@@ -62,6 +62,12 @@ def explanation_answer(
 
 
 @cache
+def report_answer(*, object_max_chars: int) -> type[BaseModel]:
+    """What a model reads out of a human-written failure report: {object}."""
+    return create_model("ReportAnswer", __config__=_CLOSED, object=(_text(object_max_chars), ...))
+
+
+@cache
 def mode_answer(
     *,
     name_max_chars: int,
@@ -248,6 +254,7 @@ __all__ = [
     "mode_choice_answer",
     "monitor_answer",
     "rephrase_answer",
+    "report_answer",
     "taxonomy_answer",
     "taxonomy_answer_for",
 ]

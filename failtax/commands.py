@@ -130,8 +130,10 @@ def discover(episodes, config, run_dir, sets, base_url, embedded, model, stages,
     folders (one per trajectory, failure at the last image), a folder of videos
     (or one video), a LeRobot v2.1/v3 dataset, ROS 2 bags (MCAP), dashcam clips,
     manipulation runs (images + task.txt + plan.txt; docs/INPUTS.md has an example
-    of each), or a CSV/JSONL of ready-made explanations (episode_id,
-    failure_reason[, trajectory]), which starts the run at discovery.
+    of each), or a CSV/JSONL of failure reports written by people (episode_id,
+    failure_reason[, trajectory]): a model that judges reads each one and says
+    what was hit or went wrong, and the modes are built from its answers
+    (reasoning.reports; as_is clusters the texts as written).
 
     The run folder gets config.yaml, keyframes.jsonl, explanations.jsonl,
     taxonomy.json, assignments.jsonl, errors.jsonl, stages.jsonl, summary.md and

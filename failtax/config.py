@@ -188,6 +188,12 @@ class ReasoningConfig(StrictModel):
     concurrency: int = 4
     # scene descriptions in a prompt are cut to this many characters, oldest frames first
     scene_text_max_chars: int = 4000
+    # CSV/JSONL failure reports written by people: extract (the model reads each report and says
+    # what was hit or went wrong, in one voice for every writer, so modes follow the cause rather
+    # than who wrote the report; failtax/reading.py) | as_is (cluster the texts as written; writer
+    # invariance by code) | auto (extract with any model but the tiny embedded one)
+    reports: Literal["auto", "extract", "as_is"] = "auto"
+    report_prompt: str = "read_report.txt"
     # vision mode: also give the VLM the scene descriptions (when the logs have channels)
     vision_scene_text: bool = False
     # degenerate flags that replace a model answer by the facts summary (empty, repetition, copied_input, truncated)

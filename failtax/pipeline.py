@@ -36,6 +36,7 @@ from common import atomic_write_text, read_jsonl
 from common.stages import now_iso
 from failtax import assignment, discovery, downsample, reasoning
 from failtax.config import PipelineConfig
+from failtax.reading import reads_reports
 from failtax.reasoning import PROMPTS_DIR, prompt_hash
 from failtax.report import write_report
 from failtax.run_folder import (
@@ -254,6 +255,7 @@ async def _reason(run: Run) -> StageResult:
         run.cfg.scene,
         run.backend,
         seed=run.cfg.seed,
+        read_reports=reads_reports(run.cfg.reasoning, run.cfg.backend),
     )
 
 

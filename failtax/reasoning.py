@@ -6,7 +6,9 @@ Input modes, each named in every explanation it writes:
 - ``scene_text``: a text model gets the scene descriptions of failtax.scene.
 - ``facts``: no model; code summarises the last frames' scene descriptions
   (failtax.scene.summarise_facts). The floor a model has to beat.
-- ``given``: explanations read from a CSV/JSONL (failtax.sources).
+- ``given``: explanations read from a CSV/JSONL (failtax.sources), as written.
+- ``report``: the same reports read by a model, which says what was hit or went
+  wrong in its own words (failtax.reading; `reasoning.reports`).
 
 Model-backed modes ask for a chain-of-thought JSON object
 {reasoning?, trajectory, failure_reason} with a `maxLength` on every string
@@ -44,6 +46,7 @@ from failtax.answers import answer_schema, explanation_answer
 from failtax.config import ReasoningConfig, SceneConfig
 from failtax.degenerate import detect_degenerate
 from failtax.discovery.common import clip
+from failtax.reading import ReportReader, read_reports
 from failtax.run_folder import (
     EXPLANATIONS_FILE,
     BackendProvider,
@@ -503,6 +506,7 @@ async def run_stage(
     backend: BackendProvider,
     *,
     seed: int = 0,
+    read_reports: bool = False,
 ) -> ReasonResult:
     """The reason stage: an explanation per episode → explanations.jsonl.
 
@@ -517,13 +521,15 @@ async def run_stage(
         scene_cfg: scene descriptions (facts, scene_text, and every fallback read them).
         backend: builds the model backend; called only by the model modes.
         seed: the run's seed, sent with every model call.
+        read_reports: for a CSV/JSONL of reports, the model reads each one
+            (failtax.reading); otherwise the texts are kept as written.
     """
     existing = latest_by_episode(read_jsonl(run.path(EXPLANATIONS_FILE)))
     done = {
         k for k, v in existing.items() if not RETRYABLE_FALLBACKS & set(v.get("degenerate", []))
     }
     if source.kind == "explanations":
-        return _reason_given(run, source, done)
+        return await _reason_given(run, source, done, cfg, backend if read_reports else None, seed)
     keyframes = read_keyframes(run.dir)
     pending_ids = sorted(set(keyframes) - done)
     run.log_stage(
@@ -545,20 +551,38 @@ async def run_stage(
     return await _reason_episodes(run, source, cfg, scene_cfg, keyframes, pending_ids, model, seed)
 
 
-def _reason_given(
-    run: RunFolder, source: EpisodeSource | ExplanationSource, done: set[str]
+async def _reason_given(
+    run: RunFolder,
+    source: EpisodeSource | ExplanationSource,
+    done: set[str],
+    cfg: ReasoningConfig,
+    backend: BackendProvider | None,
+    seed: int,
 ) -> ReasonResult:
-    run.log_stage("reason", "start", input_mode="given", already_done=len(done))
-    new = []
+    """Reports from a CSV/JSONL: kept as written, or read by the model when `backend` is given."""
+    mode = "given" if backend is None else "report"
+    run.log_stage("reason", "start", input_mode=mode, already_done=len(done))
+    pending: list[Explanation] = []
     for item in source.scan():
         if isinstance(item, SourceError):
             run.record_errors([item.to_record()])
         elif item.episode_id not in done:
-            new.append(item.to_dict())
+            pending.append(item)
             done.add(item.episode_id)
-    append_jsonl(run.path(EXPLANATIONS_FILE), new)
-    run.log_stage("reason", "finish", new=len(new), total=len(done))
-    return ReasonResult(new=len(new), total=len(done))
+    if backend is None or not pending:
+        append_jsonl(run.path(EXPLANATIONS_FILE), [e.to_dict() for e in pending])
+        run.log_stage("reason", "finish", new=len(pending), total=len(done))
+        return ReasonResult(new=len(pending), total=len(done))
+    reader = ReportReader(load_prompt(cfg.report_prompt), await backend(), temperature=cfg.temperature, seed=seed)
+    new, fallbacks = await read_reports(run, pending, reader, cfg.concurrency)
+    result = ReasonResult(
+        new=new,
+        total=len(done),
+        fallbacks=fallbacks,
+        retryable=len(retryable_explanations(read_explanations(run.dir))),
+    )
+    run.log_stage("reason", "finish", **result.summary())
+    return result
 
 
 async def _reason_episodes(
@@ -609,46 +633,40 @@ async def _reason_episodes(
             except EpisodeReadError as e:
                 return ep, None, e
 
-    new = fallbacks = degenerate = 0
-    tasks = [asyncio.create_task(one(ep)) for ep in episodes]
-    bar = run.bar(total=len(tasks), desc=f"reason ({cfg.input_mode})", unit="ep")
-    try:
-        for fut in asyncio.as_completed(tasks):
-            ep, outcome, read_error = await fut
-            bar.update(1)
-            if read_error is not None:
-                run.record_errors(
-                    [
-                        {
-                            "stage": "reason",
-                            "episode_id": ep.episode_id,
-                            "kind": read_error.kind,
-                            "message": read_error.message,
-                            "path": str(ep.path),
-                        }
-                    ]
-                )
-                continue
-            if outcome is None:  # never: `one` returns an outcome or a read error
-                continue
-            if outcome.errors:
-                run.record_errors(outcome.errors)
-                fallbacks += 1
-            if any(not f.startswith("fallback:") for f in outcome.explanation.degenerate):
-                degenerate += 1
-            append_jsonl(run.path(EXPLANATIONS_FILE), outcome.explanation.to_dict())
-            new += 1
-    finally:
-        bar.close()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    counts = {"new": 0, "fallbacks": 0, "degenerate": 0}
+
+    def keep(result: tuple[Episode, ReasonOutcome | None, EpisodeReadError | None]) -> None:
+        ep, outcome, read_error = result
+        if read_error is not None:
+            run.record_errors(
+                [
+                    {
+                        "stage": "reason",
+                        "episode_id": ep.episode_id,
+                        "kind": read_error.kind,
+                        "message": read_error.message,
+                        "path": str(ep.path),
+                    }
+                ]
+            )
+            return
+        if outcome is None:  # never: `one` returns an outcome or a read error
+            return
+        if outcome.errors:
+            run.record_errors(outcome.errors)
+            counts["fallbacks"] += 1
+        if any(not f.startswith("fallback:") for f in outcome.explanation.degenerate):
+            counts["degenerate"] += 1
+        append_jsonl(run.path(EXPLANATIONS_FILE), outcome.explanation.to_dict())
+        counts["new"] += 1
+
+    await run.each_done((one(ep) for ep in episodes), keep, desc=f"reason ({cfg.input_mode})", unit="ep")
     explanations = read_explanations(run.dir)
     result = ReasonResult(
-        new=new,
+        new=counts["new"],
         total=len(explanations),
-        fallbacks=fallbacks,
-        degenerate=degenerate,
+        fallbacks=counts["fallbacks"],
+        degenerate=counts["degenerate"],
         retryable=len(retryable_explanations(explanations)),
         privileged=scene_cfg.privileged if cfg.input_mode in ("facts", "scene_text") else [],
     )

@@ -30,6 +30,7 @@ from PIL import Image
 from common import atomic_write_text, read_jsonl
 from common.html import png_data_uri, render_page
 from failtax.config import SourceConfig
+from failtax.discovery.common import clip
 from failtax.edits import EDITS_SCHEMA_VERSION, read_run_edits, run_fingerprint
 from failtax.sources import make_source
 from failtax.types import OUTLIER, Assignment, Explanation, Keyframes, Taxonomy
@@ -164,9 +165,17 @@ def _examples(taxonomy: Taxonomy, assignments: list[Assignment]) -> dict[str, li
     return by_mode
 
 
+# who wrote the explanations of each input mode, as the report says it
+_WRITTEN_BY = {
+    "facts": "facts (code)",
+    "given": "given (people's reports, as written)",
+    "report": "report (the model read people's reports)",
+}
+
+
 def _decided(taxonomy: Taxonomy, explanations: list[Explanation]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
-    modes_by = Counter(e.input_mode for e in explanations)
+    modes_by = Counter(_WRITTEN_BY.get(e.input_mode, e.input_mode) for e in explanations)
     models = Counter(e.model or "no model" for e in explanations)
     if explanations:
         rows.append(("explanations", ", ".join(f"{k}: {v}" for k, v in sorted(modes_by.items()))
@@ -277,6 +286,8 @@ def _markdown(run, taxonomy, explanations, assignments, examples, by_id, decided
         for a in examples.get(m.name, [])[:EXAMPLES_PER_MODE]:
             e = by_id.get(a.episode_id)
             lines.append(f"- `{a.episode_id}`: {e.failure_reason if e else '(no explanation)'}")
+            if e is not None and e.report:
+                lines.append(f"  (read from the report: {clip(' '.join(e.report.split()), 300)})")
     edits = read_run_edits(run)
     if edits:
         lines += ["", "## Edits by a person (edits.json)", ""] + [f"{i}. {e}" for i, e in enumerate(edits, 1)]

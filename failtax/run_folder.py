@@ -8,6 +8,7 @@ Each stage's driver lives beside its algorithm (`downsample.run_stage`,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -145,6 +146,24 @@ class RunFolder:
     def bar(self, iterable: Iterable[Any] | None = None, **kw: Any) -> tqdm:
         """A progress bar that respects `progress` and disappears when done."""
         return tqdm(iterable, disable=not self.progress, leave=False, **kw)
+
+    async def each_done(
+        self, coros: Iterable[Awaitable[Any]], handle: Callable[[Any], None], *, desc: str, unit: str
+    ) -> None:
+        """Run `coros` as tasks and `handle` each result as it finishes, with a progress bar;
+        what is still running when `handle` raises (or the run is cancelled) is cancelled."""
+        tasks = [asyncio.ensure_future(c) for c in coros]
+        bar = self.bar(total=len(tasks), desc=desc, unit=unit)
+        try:
+            for fut in asyncio.as_completed(tasks):
+                result = await fut
+                bar.update(1)
+                handle(result)
+        finally:
+            bar.close()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _error_key(r: dict[str, Any]) -> tuple[str, str, str]:

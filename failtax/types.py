@@ -15,7 +15,7 @@ OUTLIER = "outlier"
 # The pipeline's stages, in order (failtax.pipeline runs them; a config may list a subset).
 STAGES = ("downsample", "reason", "discover", "assign", "report")
 
-InputMode = Literal["vision", "scene_text", "facts", "given"]
+InputMode = Literal["vision", "scene_text", "facts", "given", "report"]
 
 
 @dataclass
@@ -51,6 +51,8 @@ class Explanation:
     # who wrote a `given` report (operator, fleet, site), from a column the user names;
     # discovery standardises features per writer so modes follow causes, not writers
     writer: str | None = None
+    # input_mode "report": the human-written report the model read (failure_reason is the model's)
+    report: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

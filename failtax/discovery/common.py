@@ -13,7 +13,7 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -420,15 +420,23 @@ class StrategyBase:
         """Boilerplate-stripped texts and writers (None when writer invariance is off:
         `auto` turns it on when most explanations are `given`, i.e. written by people)."""
         cfg = self.cfg
-        on = cfg.writer_invariance == "on" or (
-            cfg.writer_invariance == "auto" and sum(e.input_mode == "given" for e in kept) * 2 > len(kept)
-        )
+        by_people = sum(e.input_mode in ("given", "report") for e in kept)
+        on = cfg.writer_invariance == "on" or (cfg.writer_invariance == "auto" and by_people * 2 > len(kept))
         if not on:
             return None
         raw = [f"{e.trajectory}\n{e.failure_reason}" if cfg.include_trajectory and e.trajectory.strip()
                else e.failure_reason for e in kept]
-        return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share,
-                           writers=[e.writer for e in kept])
+        if not any(e.report for e in kept):
+            return writer_view(raw, min_share=cfg.boilerplate_min_share, min_writer_share=cfg.writer_min_share,
+                               writers=[e.writer for e in kept])
+        # The model read the reports (failtax/reading.py): its answers are clustered as they are,
+        # and the writers are found in the reports it read, whose boilerplate marks them.
+        found = writer_view([e.report or t for e, t in zip(kept, raw)], min_share=cfg.boilerplate_min_share,
+                            min_writer_share=cfg.writer_min_share, writers=[e.writer for e in kept])
+        texts = [t if e.report else s for e, t, s in zip(kept, raw, found.texts)]
+        return replace(found, texts=texts, sentence_texts=texts,
+                       stripped_texts=sum(not e.report and t != s for e, t, s in zip(kept, raw, found.texts)),
+                       writers_from="column" if found.writers_from == "column" else "reports")
 
     @staticmethod
     def note_writer_view(notes: dict[str, Any], view: WriterView | None, n_texts: int, *, centred: bool) -> None:
@@ -443,16 +451,21 @@ class StrategyBase:
             how = (f"features centred per writer ({view.writers} writers, "
                    + ("named by the source's writer column)" if view.writers_from == "column"
                       else "found from boilerplate and template phrases"
+                      + (" of the reports the model read" if view.writers_from == "reports" else "")
                       + (f", one of them the {view.unmarked} texts without a template)" if view.unmarked else ")")))
         elif centred:
             how = "one writer found, no centring"
         else:
             how = "the model reads the stripped texts"
         phrases = sum(k.startswith("~") for k in view.boilerplate)
+        read = view.writers_from == "reports"
         notes["decided_by"]["writer_invariance"] = (
             f"code: {len(view.boilerplate) - phrases} boilerplate segments"
-            + (f" and {phrases} template phrases" if phrases else "") + " stripped from "
-            f"{view.stripped_texts}/{n_texts} texts; {how}"
+            + (f" and {phrases} template phrases" if phrases else "")
+            + (" found in the reports; the model's answers are clustered as it wrote them"
+               + (f" (reports kept as written: {view.stripped_texts} stripped)" if view.stripped_texts else "")
+               if read else f" stripped from {view.stripped_texts}/{n_texts} texts")
+            + f"; {how}"
         )
 
 

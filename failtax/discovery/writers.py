@@ -270,7 +270,8 @@ class WriterView:
     groups: np.ndarray  # writer id per text, -1 = none
     boilerplate: dict[str, int] = field(default_factory=dict)  # normalised segment → texts holding it
     stripped_texts: int = 0  # texts that lost at least one segment
-    writers_from: str = "boilerplate"  # "column" when the source named each text's writer
+    writers_from: str = "boilerplate"  # "column": the source named each text's writer; "reports":
+    # found in the reports a model read (failtax/reading.py), whose answers are the texts
     unmarked: int = 0  # texts without any writer's marks, grouped as one more writer (0: none)
     sentence_texts: list[str] = field(default_factory=list)  # only whole boilerplate segments stripped
 

@@ -263,3 +263,20 @@ def test_a_cluster_of_one_writer_merges_into_its_nearest_cluster():
     assert merged == [] and (out == labels).all()
     out, merged = merge_single_writer_clusters(z, labels, np.zeros(80, dtype=int), share=0.9, min_clusters=2)
     assert merged == []
+
+
+def test_reports_read_by_a_model_are_clustered_as_answered_with_writers_from_the_reports():
+    """failtax/reading.py: the model's answer is the text; the writers come from the reports."""
+    reports = [_writer_a(i) for i in range(12)] + [_writer_b(i) for i in range(12)]
+    answers = [CONTENT[i % 6].split(" the ")[-1].rstrip(".") for i in range(12)]
+    answers += [CONTENT[(i + 3) % 6].split(" the ")[-1].rstrip(".") for i in range(12)]
+    read = [Explanation(f"e{i}", "", a, "report", "m", report=r) for i, (a, r) in enumerate(zip(answers, reports))]
+    tax = _discover(read, num_modes=3)
+    notes = tax.notes["writer_invariance"]
+    assert notes["used"] and notes["writers"] == 2 and notes["writer_sizes"] == [12, 12]
+    assert notes["texts_stripped"] == 0  # the model's answers are clustered as they are
+    members = {e for m in tax.modes for e in tax.notes["members"][m.name]}
+    assert members == {f"e{i}" for i in range(24)}
+    assert not any("ACME" in s or "Zephyr" in s for ex in tax.notes["exemplars"].values() for s in ex)
+    said = tax.notes["decided_by"]["writer_invariance"]
+    assert "found in the reports" in said and "found from boilerplate and template phrases of the reports" in said

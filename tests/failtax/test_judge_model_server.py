@@ -78,3 +78,57 @@ def test_discover_on_the_1_5b_model_names_the_modes_itself(tmp_path, episode_fac
     print("modes:", named)
     assert len(taxonomy.modes) == 2
     assert all(by == "model" for _, by in named), f"a name fell back to keywords: {named}"
+
+
+def test_the_1_5b_model_reads_multi_writer_reports_and_groups_them_by_cause(tmp_path):
+    """Reports of two causes written by three operators, each with its own template and
+    boilerplate (loop/corpus.py, realistic style): the model reads every report itself
+    (reasoning.reports: auto), keeps no writer's name, and the two modes follow the cause."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from loop.corpus import make_corpus
+
+    problem = server_env_problem() or local_model_problem(JUDGE)
+    if problem is not None:
+        _unavailable(problem)
+    picked: dict[tuple[str, str], list] = {}
+    for r in make_corpus(80, num_operators=3, seed=0, style="realistic"):
+        if r.cause in ("glass", "thin_pole") and len(picked.setdefault((r.cause, r.operator), [])) < 2:
+            picked[(r.cause, r.operator)].append(r)
+    reports = [r for group in picked.values() for r in group]
+    path = tmp_path / "reports.jsonl"
+    path.write_text("".join(json.dumps({"episode_id": r.episode_id, "failure_reason": r.text}) + "\n" for r in reports))
+    cfg = load_config(
+        None,
+        {
+            "backend.kind": "embedded",
+            "backend.recipe": JUDGE,
+            "backend.fallback_to_inprocess": False,
+            "backend.cache_dir": str(tmp_path / "calls"),
+            "discovery.strategy": "cluster-then-name",
+            "discovery.min_modes": 2,
+            "discovery.max_modes": 2,
+            "discovery.max_keywords": 3,
+            "stages": ["reason", "discover", "assign"],
+        },
+    )
+    start = time.perf_counter()
+    Run(cfg, tmp_path / "run", episodes=path, progress=False).run()
+    print(f"{len(reports)} reports read and discovered on the 1.5B model: {time.perf_counter() - start:.0f}s")
+
+    explanations = read_explanations(tmp_path / "run")
+    texts = {r.episode_id: r.text for r in reports}
+    assert len(explanations) == len(reports)
+    assert all(e.input_mode == "report" and e.model == "qwen2.5-coder-1.5b-instruct" for e in explanations)
+    assert all(e.report == texts[e.episode_id] for e in explanations)
+    print("read:", [e.failure_reason for e in explanations])
+    writers = ("northwind", "helios", "cobalt", "courier", "patel")
+    leaked = [e.failure_reason for e in explanations if any(w in e.failure_reason.lower() for w in writers)]
+    assert not leaked, f"the model's texts name the writer: {leaked}"
+    assignments = {r["episode_id"]: r["modes"][0] for r in read_jsonl(tmp_path / "run" / "assignments.jsonl")}
+    by = {r.episode_id: r for r in reports}
+    ids = sorted(assignments)
+    cause_nmi = normalized_mutual_info_score([by[i].cause for i in ids], [assignments[i] for i in ids])
+    operator_nmi = normalized_mutual_info_score([by[i].operator for i in ids], [assignments[i] for i in ids])
+    print(f"cause NMI {cause_nmi:.2f}, operator NMI {operator_nmi:.2f}")
+    assert cause_nmi > operator_nmi
