@@ -43,7 +43,8 @@ REPORT_MAX_CHARS = 3000  # longer reports are cut (the small model's context)
 
 def reads_reports(cfg: ReasoningConfig, backend: BackendConfig) -> bool:
     """Whether the model reads CSV/JSONL reports (`reasoning.reports`; under "auto", every
-    model but the tiny embedded one, which copies the report back)."""
+    model but the tiny embedded one, which serves mechanics tests and was not measured as a
+    reader)."""
     if cfg.reports != "auto":
         return cfg.reports == "extract"
     return backend.recipe != EMBEDDED
