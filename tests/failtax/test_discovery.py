@@ -460,23 +460,30 @@ def test_clusters_the_model_names_alike_become_one_mode(data, stub_backend_facto
     assert apart["was"] == apart["now"] == "unseen glass panes"
 
 
-def test_the_model_shown_two_alike_clusters_can_set_them_apart(data, stub_backend_factory):
-    """A shared salient trait ("head-on") must not merge clusters of different causes: the
-    smaller one, shown beside the bigger one, gets the name that sets it apart."""
-    explanations, _ = data
-    counter = iter(range(1000))
+def _alike_names_responder(first_names: list[str], apart_name: str):
+    """A naming model that gives the clusters `first_names` in order and, shown a cluster
+    beside another of the same name, answers `apart_name`; also the side-by-side prompts."""
+    names = iter(first_names)
     asked: list[str] = []
 
     def responder(method, messages, attempt):
         text = messages[0]["content"]
         if "Another group is already named" in text:
             asked.append(text)
-            return json.dumps({"name": "thin poles missed at range", "description": "Poles it missed.",
-                               "keywords": ["pole"]})
-        i = next(counter)
-        name = "head-on collision" if i < 2 else f"failure kind {chr(97 + i)}"
+            name = apart_name
+        else:
+            name = next(names)
         return json.dumps({"name": name, "description": "A distinct cause described here.", "keywords": ["k"]})
 
+    return responder, asked
+
+
+def test_the_model_shown_two_alike_clusters_can_set_them_apart(data, stub_backend_factory):
+    """A shared salient trait ("head-on") must not merge clusters of different causes: the
+    smaller one, shown beside the bigger one, gets the name that sets it apart."""
+    explanations, _ = data
+    first = ["head-on collision"] * 2 + [f"failure kind {chr(97 + i)}" for i in range(2, 12)]
+    responder, asked = _alike_names_responder(first, "thin poles missed at range")
     backend = stub_backend_factory(responder)
     tax = discover(make_strategy(cfg(min_modes=3)), explanations, backend)
     names = [m.name for m in tax.modes]
@@ -544,20 +551,9 @@ def test_names_worded_almost_alike_are_asked_apart_too(data, stub_backend_factor
     """"wall collision" and "wall collisions" name one thing: the smaller cluster is asked to
     set itself apart; insisting on an alike name makes one mode with the bigger one's name."""
     explanations, _ = data
-    counter = iter(range(1000))
-    asked: list[str] = []
-
-    def responder(method, messages, attempt):
-        text = messages[0]["content"]
-        if "Another group is already named" in text:
-            asked.append(text)
-            name = "wall collisions"
-        else:
-            i = next(counter)
-            name = ["wall collision", "wall collisions", "glass panes", "thin poles", "low boxes",
-                    "chair legs", "narrow doors", "dark corners", "wet floors", "steep ramps"][i]
-        return json.dumps({"name": name, "description": "A distinct cause described here.", "keywords": ["k"]})
-
+    first = ["wall collision", "wall collisions", "glass panes", "thin poles", "low boxes",
+             "chair legs", "narrow doors", "dark corners", "wet floors", "steep ramps"]
+    responder, asked = _alike_names_responder(first, "wall collisions")
     backend = stub_backend_factory(responder)
     tax = discover(make_strategy(cfg(min_modes=3, alike_name_similarity=0.8)), explanations, backend)
     names = [m.name for m in tax.modes]
