@@ -52,6 +52,7 @@ from serving.client import (
     _explain_length,
     _json_constraint,
     _Reply,
+    choice_constraint,
     estimate_prompt_tokens,
 )
 from serving.images import count_images, messages_digest_form
@@ -59,6 +60,8 @@ from serving.protocol import BackendError, CallResult, Message, Usage
 from serving.recipes import Recipe
 from serving.structured import (
     cap_schema,
+    choice_probabilities,
+    first_token_alternatives,
     match_choice,
     parse_json_answer,
     reask_message,
@@ -247,9 +250,7 @@ class BatchBackend:
         if not choices:
             raise ValueError("complete_choice needs at least one choice")
         params = {"choices": list(choices), "temperature": temperature, "seed": seed}
-        raise self._record(
-            "complete_choice", messages, params, extra={"structured_outputs": {"choice": list(choices)}}
-        )
+        raise self._record("complete_choice", messages, params, extra=choice_constraint(VLLM, choices))
 
     # -- recording ------------------------------------------------------------------
 
@@ -361,6 +362,7 @@ def import_result(item: BatchRequest, line: dict[str, Any]) -> ImportOutcome:
         text,
         choice.get("finish_reason"),
         Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+        first_token_alternatives(choice),
     )
     truncated = reply.finish_reason == "length"
     total = Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
@@ -388,6 +390,8 @@ def import_result(item: BatchRequest, line: dict[str, Any]) -> ImportOutcome:
         error = None if parsed is not None else (
             f"the answer {reply.text[:80]!r} is not one of the options {choices}"
         )
+        if parsed is not None and item.attempt == 1:
+            result.choice_probs = choice_probabilities(reply.alternatives, choices)
     if error is not None and item.attempt == 1:
         first = {
             "text": reply.text,

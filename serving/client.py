@@ -45,9 +45,12 @@ from serving.cache import call_key
 from serving.images import count_images, messages_to_openai
 from serving.protocol import BackendError, CallResult, Message, Usage
 from serving.structured import (
+    CHOICE_TOP_LOGPROBS,
     append_to_last_user,
     cap_schema,
+    choice_probabilities,
     choice_prompt_instruction,
+    first_token_alternatives,
     json_prompt_instruction,
     match_choice,
     parse_json_answer,
@@ -79,6 +82,8 @@ class _Reply:
     text: str
     finish_reason: str | None
     usage: Usage
+    # the first answer token's alternatives, when logprobs were asked for
+    alternatives: list[dict[str, Any]] | None = None
 
 
 class OpenAICompatBackend:
@@ -299,6 +304,7 @@ class OpenAICompatBackend:
             text,
             choice.get("finish_reason"),
             Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            first_token_alternatives(choice),
         )
 
     # -- capabilities -----------------------------------------------------------------
@@ -489,11 +495,7 @@ class OpenAICompatBackend:
         dialect = await self.detect_dialect()
         reply = None
         if dialect in (VLLM, VLLM_GUIDED):
-            extra = (
-                {"structured_outputs": {"choice": list(choices)}}
-                if dialect == VLLM
-                else {"guided_choice": list(choices)}
-            )
+            extra = choice_constraint(dialect, choices)
             try:
                 reply = await self._chat(
                     prepared, max_tokens=max_tokens, temperature=temperature, seed=seed, extra=extra
@@ -512,6 +514,7 @@ class OpenAICompatBackend:
             )
         usage = Usage(reply.usage.prompt_tokens, reply.usage.completion_tokens)
         parsed = match_choice(reply.text, choices)
+        probs = choice_probabilities(reply.alternatives, choices) if parsed is not None else None
         attempts, error = 1, None
         if parsed is None:
             attempts = 2
@@ -541,6 +544,7 @@ class OpenAICompatBackend:
             parsed=parsed,
             error=error,
             attempts=attempts,
+            choice_probs=probs,
         )
 
     async def _chat_or_raise(self, messages: list[Message], **kw: Any) -> _Reply:
@@ -599,6 +603,14 @@ def _json_constraint(dialect: str, schema: dict[str, Any]) -> dict[str, Any]:
             "json_schema": {"name": "answer", "schema": schema, "strict": False},
         }
     }
+
+
+def choice_constraint(dialect: str, choices: list[str]) -> dict[str, Any]:
+    """Request fields that constrain a vLLM answer to one of `choices` and return the
+    first token's alternatives (serving.structured.choice_probabilities)."""
+    key = ({"structured_outputs": {"choice": list(choices)}} if dialect == VLLM
+           else {"guided_choice": list(choices)})
+    return {**key, "logprobs": True, "top_logprobs": CHOICE_TOP_LOGPROBS}
 
 
 def _rejects_constraint(e: _HTTPStatus) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -435,6 +436,10 @@ class TransformersBackend:
             best = int(derive_rng(seed, key, "choice").choice(len(choices), p=p / p.sum()))
         else:
             best = max(range(len(choices)), key=lambda i: scores[i])
+        # each whole choice's likelihood, renormalised over the choices
+        top = max(scores)
+        weights = [math.exp(s - top) for s in scores]
+        probs = {c: round(w / sum(weights), 4) for c, w in zip(choices, weights)}
         return CallResult(
             text=choices[best],
             model=self.model_id,
@@ -443,6 +448,7 @@ class TransformersBackend:
             latency_s=time.perf_counter() - start,
             finish_reason="stop",
             parsed=choices[best],
+            choice_probs=probs,
         )
 
     def _score_choices(

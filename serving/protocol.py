@@ -49,6 +49,9 @@ class CallResult:
     error: str | None = None
     cached: bool = False  # True when answered from the call cache, no model ran
     attempts: int = 1  # 2 when a re-ask with the parse error was needed
+    # complete_choice: how probable each choice was as the answer (renormalised over the
+    # choices), where the backend exposes token probabilities; None otherwise
+    choice_probs: dict[str, float] | None = None
 
 
 class BackendError(RuntimeError):

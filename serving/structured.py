@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from typing import Any
 
@@ -180,6 +181,55 @@ def match_choice(text: str, choices: list[str]) -> str | None:
     if len(found) == 1 or (found and all(f in found[0] for f in found[1:])):
         return found[0]
     return None
+
+
+# token alternatives asked for with a choice answer's first token (how sure the model was)
+CHOICE_TOP_LOGPROBS = 20
+
+
+def first_token_alternatives(choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The `top_logprobs` of the first answer token of one OpenAI chat `choices[i]`
+    entry ([{"token", "logprob"}, ...]), or None when the server sent none."""
+    try:
+        top = choice["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return top if isinstance(top, list) and top else None
+
+
+def choice_probabilities(alternatives: list[dict[str, Any]] | None, choices: list[str]
+                         ) -> dict[str, float] | None:
+    """How probable each choice was as the answer, from the first answer token's
+    alternatives: a token counts for the one choice it begins; the shares are
+    renormalised over the choices (a constrained server lists only tokens that begin a
+    choice anyway). A token that begins several choices ("t" for "thin" and
+    "transparent") cannot tell them apart and is left out. None when there are no
+    alternatives, when no token begins exactly one choice, or when the tokens left out
+    weigh more than the ones counted.
+
+    Example:
+        >>> choice_probabilities([{"token": "UN", "logprob": -0.2}, {"token": "SAFE", "logprob": -1.7}],
+        ...                      ["SAFE", "UNSAFE"])
+        {'SAFE': 0.1824, 'UNSAFE': 0.8176}
+    """
+    if not alternatives:
+        return None
+    mass = dict.fromkeys(choices, 0.0)
+    shared = 0.0
+    for alt in alternatives:
+        token = str(alt.get("token") or "").lstrip()
+        logprob = alt.get("logprob")
+        if not token or not isinstance(logprob, (int, float)) or math.isinf(logprob):
+            continue
+        begins = [c for c in choices if c.startswith(token)]
+        if len(begins) > 1:
+            shared += math.exp(logprob)
+        elif begins:
+            mass[begins[0]] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0 or shared > total:
+        return None
+    return {c: round(m / total, 4) for c, m in mass.items()}
 
 
 def json_prompt_instruction(schema: dict[str, Any]) -> str:

@@ -66,6 +66,7 @@ NAME_FLAG_REASONS = {
     "copied_prompt": "it copies words of these instructions",
     "sentence": "it is a sentence, not a short noun phrase",
     "repetition": "it repeats words",
+    "first_person": "it speaks as the report's writer (we, our, my); name what happened",
     "empty": "it is empty",
 }
 

@@ -30,6 +30,8 @@ from serving.protocol import BackendError, CallResult, LLMBackend
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 # Names that say nothing about a failure; a model answering with one gets the keyword name.
+# a name in a writer's own voice ("Our knees", "My bot") names who wrote, not what happened
+FIRST_PERSON = frozenset({"i", "me", "my", "mine", "we", "us", "our", "ours"})
 GENERIC_NAMES = frozenset(
     {"", "failure", "failures", "failure mode", "robot failure", "robot failures", "mode", "cluster",
      "other", "others", "misc", "miscellaneous", "unknown", "none", "n/a", "name", "category", OUTLIER}
@@ -222,7 +224,8 @@ def check_name(
     Flags: empty, generic, sentence (too many words or sentence punctuation),
     repetition, copied_input (a long name lifted from an explanation),
     copied_prompt (words lifted from the prompt's own instructions, such as
-    "Merge" or "Frequent words"), duplicate (another mode already has it).
+    "Merge" or "Frequent words"), first_person ("Our Obstacle Damage": a writer's
+    voice, not a cause), duplicate (another mode already has it).
     """
     flags: list[str] = []
     norm = normalise_name(name)
@@ -237,6 +240,8 @@ def check_name(
         flags.append("generic")
     if prompt and len(toks) <= 6 and f" {norm} " in f" {normalise_name(prompt)} ":
         flags.append("copied_prompt")
+    if FIRST_PERSON & set(toks):
+        flags.append("first_person")
     stripped = name.strip()
     if len(toks) > max_words or (stripped.endswith(".") and len(toks) > 2) or stripped.count(",") >= 2:
         flags.append("sentence")

@@ -54,10 +54,37 @@ async def _close(backend: Any) -> None:
             return
 
 
+async def calibrate(cfg, monitor, backend, name: str, path: Path, out: Path, *,
+                    progress: bool, concurrency: int):
+    """Run a probability-deciding model monitor on the calibration episodes at `path`
+    and return (its config with the calibrated `unsafe_threshold`, the calibration
+    record). The decisions stay under `out/name/<monitor>/` with calibration.json."""
+    from common import atomic_write_json
+    from failtax.monitor import make_monitor
+    from failtax.monitor.evaluate import evaluate_monitor, fingerprint, select_episodes
+    from failtax.monitor.llm import calibrate_threshold
+
+    monitor.name_modes = False
+    episodes, _ = select_episodes(path, cfg)
+    fp = fingerprint(cfg, monitor, [_taxonomy_digest(cfg), "calibration"])
+    runs = await evaluate_monitor(monitor, episodes, cfg, out / name / cfg.label, fp=fp,
+                                  progress=progress, concurrency=concurrency)
+    record = calibrate_threshold([(r.failure, [d.p_unsafe for d in r.decisions]) for r in runs],
+                                 cfg.k_consecutive)
+    record["set"] = name
+    atomic_write_json(out / name / cfg.label / "calibration.json", record)
+    tuned = cfg.model_copy(update={"unsafe_threshold": record["threshold"]})
+    return tuned, make_monitor(tuned, backend), {k: v for k, v in record.items()
+                                                 if k != "candidates"}
+
+
 async def evaluate_all(cfgs: list, episode_sets: dict[str, Path], out: Path, *,
-                       progress: bool = True, concurrency: int = 4) -> dict[str, Any]:
+                       progress: bool = True, concurrency: int = 4,
+                       calibration: tuple[str, Path] | None = None) -> dict[str, Any]:
     """Every monitor on every episode set; writes the decisions, results.json,
-    summary.md and report.html under `out` and returns the results."""
+    summary.md and report.html under `out` and returns the results. With
+    `calibration` (name, folder), each model monitor that decides by probability first
+    sets its UNSAFE threshold on those episodes (never an evaluation set)."""
     from failtax.monitor import make_monitor
     from failtax.monitor.evaluate import (
         evaluate_monitor,
@@ -82,6 +109,11 @@ async def evaluate_all(cfgs: list, episode_sets: dict[str, Path], out: Path, *,
                     backends[key] = make_backend(cfg.backend)
                 backend = backends[key]
             monitor = make_monitor(cfg, backend)
+            if calibration and cfg.kind == "llm" and cfg.decide == "probability":
+                cfg, monitor, record = await calibrate(
+                    cfg, monitor, backend, *calibration, out, progress=progress,
+                    concurrency=concurrency)
+                results.setdefault("calibration", {})[cfg.label] = record
             fp = fingerprint(cfg, monitor, _taxonomy_digest(cfg))
             results["config"][cfg.label] = {**cfg.model_dump(mode="json"), "model": monitor.model,
                                             "fingerprint": fp}
@@ -95,7 +127,8 @@ async def evaluate_all(cfgs: list, episode_sets: dict[str, Path], out: Path, *,
                     monitor, episodes, cfg, out / set_name / cfg.label, fp=fp, progress=progress,
                     concurrency=concurrency)
                 runs[(set_name, cfg.label)] = ep_runs
-                results["monitors"].setdefault(cfg.label, {})[set_name] = score(ep_runs, seed=cfg.seed)
+                results["monitors"].setdefault(cfg.label, {})[set_name] = score(
+                    ep_runs, seed=cfg.seed, k=cfg.k_consecutive)
             if backend is not None:
                 after = backend_stats(backend)
                 results["model_calls"][cfg.label] = {k: after.get(k, 0) - before.get(k, 0)
@@ -140,28 +173,47 @@ def monitor() -> None:
               help="Override a config value in every monitor, e.g. --set k_consecutive=2.")
 @click.option("--max-episodes", type=int, default=None,
               help="At most this many episodes per set (half failures, half successes).")
+@click.option("--calibrate", "calibrate_on", default=None, metavar="NAME=FOLDER",
+              help="Training episodes (failures and successes, not an evaluation set) on which "
+                   "each monitor with `decide: probability` first sets its UNSAFE threshold "
+                   "(highest episode F1 under the k-consecutive rule).")
 @click.option("--concurrency", type=int, default=4, show_default=True,
               help="Episodes in flight at once (a model backend further limits calls in flight).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def evaluate(configs, episode_sets, out, sets, max_episodes, concurrency, no_progress) -> None:
+def evaluate(configs, episode_sets, out, sets, max_episodes, calibrate_on, concurrency,
+             no_progress) -> None:
     """Run monitors on episode folders and score them: TPR/TNR/FPR/FNR with Wilson
     intervals, F1, lead time of true alarms, detection per failure cause,
     decisions per second. A rerun redoes nothing (decisions and model calls are kept).
 
     Example: failtax monitor evaluate --config taxonomy --config nocontext
-    --episodes id=sets/id --episodes ood=sets/ood --out runs/monitor"""
+    --episodes id=sets/id --episodes ood=sets/ood --out runs/monitor
+
+    Deciding by the model's probability of UNSAFE, threshold set on training episodes:
+    failtax monitor evaluate --config taxonomy --set decide=probability
+    --calibrate train=sets/train --episodes id=sets/id --out runs/monitor-p"""
     from failtax.monitor.report import HEADER, table_rows
 
     cfgs = load_configs(configs, sets, max_episodes)
     named = named_paths(episode_sets, "episode set")
+    calibration = None
+    if calibrate_on:
+        ((cal_name, cal_path),) = named_paths((calibrate_on,), "calibration set").items()
+        if cal_name in named:
+            raise click.UsageError(f"--calibrate {cal_name!r} is also an evaluation set; "
+                                   "calibrate on training episodes only")
+        calibration = (cal_name, cal_path)
     try:
         results = asyncio.run(evaluate_all(cfgs, named, out, progress=not no_progress,
-                                           concurrency=concurrency))
+                                           concurrency=concurrency, calibration=calibration))
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(" | ".join(HEADER))
     for row in table_rows(results):
         click.echo(" | ".join(row))
+    for label, record in (results.get("calibration") or {}).items():
+        click.echo(f"{label}: UNSAFE threshold {record['threshold']:.4f} set on "
+                   f"{record['set']} ({record['episodes']} episodes, F1 {record['f1']:.3f})")
     click.echo(f"model calls: {results['model_calls']}")
     click.echo(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {out / 'report.html'}")
 

@@ -64,6 +64,14 @@ class MonitorConfig(StrictModel):
     horizon_s: float | None = Field(None, gt=0)
     # scene descriptions of this many latest decision steps go into one prompt
     window_decisions: int = Field(3, ge=1)
+    # llm: how a decision is read from the model. answer: its structured answer
+    # {verdict, mode, reason}. probability: how probable UNSAFE was as its one-word answer
+    # (token probabilities), UNSAFE at or above `unsafe_threshold`; the mode is asked only
+    # where the alarm fires. A small model that answers UNSAFE nearly always can still rank
+    # danger; `failtax monitor evaluate --calibrate` sets the threshold on training episodes.
+    decide: Literal["answer", "probability"] = "answer"
+    # decide: probability — P(UNSAFE) at or above this is UNSAFE
+    unsafe_threshold: float = Field(0.5, ge=0, le=1)
     # the short reason a model gives with each decision (0: no reason field)
     reason_max_chars: int = Field(60, ge=0)
     # the reason before the verdict (a short chain of thought) instead of after it

@@ -25,7 +25,7 @@ from common import append_jsonl, atomic_write_json, read_jsonl, stable_hash
 from common.episode import read_ground_truth
 from failtax.monitor.config import MonitorConfig
 from failtax.monitor.llm import Decision, Monitor
-from failtax.monitor.metrics import EpisodeOutcome, monitor_metrics
+from failtax.monitor.metrics import EpisodeOutcome, alarm_score, episode_auroc, monitor_metrics
 from failtax.monitor.observe import decision_points, describe_points, end_time_s
 from failtax.monitor.rules import first_alarm
 from failtax.sources import Episode, EpisodeFolderSource, SourceError
@@ -154,9 +154,13 @@ async def evaluate_monitor(monitor: Monitor, episodes: list[Episode], cfg: Monit
     return [done[e.episode_id] for e in episodes if e.episode_id in done]
 
 
-def score(runs: list[EpisodeRun], *, seed: int = 0) -> dict[str, Any]:
-    """Metrics, throughput and how many decisions a model really made."""
+def score(runs: list[EpisodeRun], *, seed: int = 0, k: int = 3) -> dict[str, Any]:
+    """Metrics, throughput and how many decisions a model really made; for monitors
+    whose decisions carry P(UNSAFE), the episodes' AUROC under the k-consecutive rule."""
     metrics = monitor_metrics([r.outcome_record() for r in runs], seed=seed)
+    if any(d.p_unsafe is not None for r in runs for d in r.decisions):
+        metrics["episode_auroc"] = episode_auroc(
+            [(r.failure, alarm_score([d.p_unsafe for d in r.decisions], k)) for r in runs])
     decisions = [d for r in runs for d in r.decisions]
     fallbacks: dict[str, int] = {}
     for d in decisions:

@@ -8,6 +8,14 @@ Three prompt variants on the same model, inputs and schema (failtax/prompts/):
 - `llm_ad`: an anomaly-detection prompt with hand-written nominal and anomalous
   examples and no taxonomy (the LLM-AD baseline).
 
+Two ways to read a decision (`monitor.decide`):
+- `answer`: the model's structured answer is the decision;
+- `probability`: the model answers one word, SAFE or UNSAFE, and the decision is
+  UNSAFE when the probability it gave UNSAFE (its token probabilities) reaches
+  `unsafe_threshold`. A small model that answers UNSAFE almost always can still rank
+  danger this way; the threshold is set on training episodes (`calibrate_threshold`).
+  With a taxonomy the model is asked which mode is coming only where the alarm fires.
+
 Every call goes through an `LLMBackend` (cached by content hash, so a rerun makes
 no model call). An answer that does not parse or validate becomes a SAFE decision
 marked `fallback:<why>`: it can never raise an alarm, and reports count it.
@@ -27,6 +35,7 @@ from pydantic import ValidationError
 from failtax.answers import answer_schema, monitor_answer
 from failtax.monitor.config import MonitorConfig
 from failtax.monitor.observe import DecisionPoint, window_text
+from failtax.monitor.rules import first_alarm
 from failtax.reasoning import load_prompt
 from failtax.sources import Episode
 from failtax.types import Taxonomy
@@ -34,6 +43,14 @@ from serving.protocol import BackendError, LLMBackend
 from serving.structured import schema_token_budget
 
 SAFE, UNSAFE = "SAFE", "UNSAFE"
+
+# what the prompt's {answer} asks for, per way of deciding
+_ASK_ANSWER = "Give a short reason."
+_ASK_ANSWER_MODE = ('Name the matching failure mode exactly as written above, or "none". '
+                    "Give a short reason.")
+_ASK_WORD = "Answer with one word: SAFE or UNSAFE."
+_ASK_MODE = ('An alarm was raised. Which failure mode above is coming? Answer with its name '
+             'exactly as written above, or "none".')
 
 
 @dataclass
@@ -117,10 +134,19 @@ class LLMMonitor:
         self.schema = answer_schema(self.answer)
         self.max_tokens = schema_token_budget(self.schema)
         self._modes = modes_text(self.taxonomy, cfg.mode_description_max_chars) if self.taxonomy else ""
+        # deciding by probability with a taxonomy: ask the mode where the alarm fires
+        # (off while calibrating, where alarms are provisional)
+        self.name_modes = True
 
-    def messages(self, observations: str, period_s: float) -> list[dict[str, Any]]:
+    def messages(self, observations: str, period_s: float, ask: str | None = None
+                 ) -> list[dict[str, Any]]:
+        """The prompt on `observations`; `ask` fills {answer} (default: what this
+        monitor's way of deciding asks for)."""
+        if ask is None:
+            ask = (_ASK_WORD if self.cfg.decide == "probability"
+                   else _ASK_ANSWER_MODE if self.taxonomy else _ASK_ANSWER)
         values = {"observations": observations, "modes": self._modes,
-                  "period_s": f"{period_s:.1f}"}
+                  "period_s": f"{period_s:.1f}", "answer": ask}
         try:
             text = self.prompt.format_map(values)
         except (KeyError, IndexError, ValueError) as e:
@@ -131,11 +157,17 @@ class LLMMonitor:
 
     async def decide(self, observations: str, step: int, t_s: float, period_s: float) -> Decision:
         """One decision on the observation window `observations`."""
+        messages = self.messages(observations, period_s)
+        by_probability = self.cfg.decide == "probability"
         start = time.perf_counter()
         try:
-            result = await self.backend.complete_json(
-                self.messages(observations, period_s), self.schema, max_tokens=self.max_tokens,
-                temperature=self.cfg.temperature, seed=self.cfg.seed)
+            if by_probability:
+                result = await self.backend.complete_choice(
+                    messages, [SAFE, UNSAFE], temperature=self.cfg.temperature, seed=self.cfg.seed)
+            else:
+                result = await self.backend.complete_json(
+                    messages, self.schema, max_tokens=self.max_tokens,
+                    temperature=self.cfg.temperature, seed=self.cfg.seed)
         except BackendError as e:
             return Decision(step, t_s, SAFE, reason=str(e)[:200], source="fallback:backend_error")
         latency = 0.0 if result.cached else time.perf_counter() - start
@@ -144,6 +176,8 @@ class LLMMonitor:
             why = "truncated" if result.finish_reason == "length" else "parse_failure"
             return Decision(step, t_s, SAFE, reason=(result.error or "")[:200],
                             source=f"fallback:{why}", **base)
+        if by_probability:
+            return self._from_probability(result, step, t_s, base)
         try:
             answer = self.answer.model_validate(result.parsed)
         except ValidationError:
@@ -154,12 +188,76 @@ class LLMMonitor:
                         mode=None if mode in (None, "none") else mode,
                         reason=getattr(answer, "reason", "").strip(), source="model", **base)
 
+    def _from_probability(self, result: Any, step: int, t_s: float, base: dict[str, Any]
+                          ) -> Decision:
+        p = (result.choice_probs or {}).get(UNSAFE)
+        if p is None:
+            return Decision(step, t_s, SAFE, reason=(
+                f"the backend gave no token probabilities (answer {result.parsed}); "
+                "decide: probability needs a vLLM server or the in-process backend"),
+                source="fallback:no_probabilities", **base)
+        verdict = UNSAFE if p >= self.cfg.unsafe_threshold else SAFE
+        return Decision(step, t_s, verdict, reason=f"P(UNSAFE)={p:.2f}", source="model",
+                        p_unsafe=p, **base)
+
+    async def name_mode(self, observations: str, period_s: float) -> str | None:
+        """The failure mode the model sees coming in `observations` (None: none, or the
+        call failed)."""
+        names = [*self.taxonomy.names, "none"]
+        try:
+            result = await self.backend.complete_choice(
+                self.messages(observations, period_s, _ASK_MODE), names,
+                temperature=self.cfg.temperature, seed=self.cfg.seed)
+        except BackendError:
+            return None
+        return None if result.parsed in (None, "none") else result.parsed
+
     async def decide_episode(self, episode: Episode, points: list[DecisionPoint]
                              ) -> list[Decision]:
         """Decisions at every point, sent concurrently (a prompt never depends on an
-        earlier verdict, so the order of calls does not change any answer)."""
+        earlier verdict, so the order of calls does not change any answer). Deciding by
+        probability with a taxonomy, the mode is asked where the alarm fires."""
         dt = float((episode.meta or {}).get("dt_s") or 0.1)
         period = dt * self.cfg.decision_every_steps
-        return list(await asyncio.gather(*(
-            self.decide(window_text(points, i, self.cfg.window_decisions), p.step, p.t_s, period)
-            for i, p in enumerate(points))))
+        windows = [window_text(points, i, self.cfg.window_decisions) for i in range(len(points))]
+        decisions = list(await asyncio.gather(*(
+            self.decide(windows[i], p.step, p.t_s, period) for i, p in enumerate(points))))
+        if self.cfg.decide == "probability" and self.taxonomy is not None and self.name_modes:
+            alarm = first_alarm((d.unsafe for d in decisions), self.cfg.k_consecutive)
+            if alarm is not None:
+                decisions[alarm].mode = await self.name_mode(windows[alarm], period)
+        return decisions
+
+
+def calibrate_threshold(episodes: list[tuple[bool, list[float | None]]], k: int
+                        ) -> dict[str, Any]:
+    """The UNSAFE threshold that maximises episode F1 under the k-consecutive rule on
+    calibration episodes: each is (ends in failure, P(UNSAFE) per decision; None where
+    no model decided). Ties go to the higher threshold (fewer alarms). Returns the
+    threshold and every candidate's TPR, TNR and F1.
+
+    Example:
+        >>> calibrate_threshold([(True, [0.7, 0.8, 0.9]), (False, [0.6, 0.7, 0.6])], k=3)["threshold"]
+        0.7
+    """
+    from failtax.monitor.metrics import f1_score
+
+    values = sorted({p for _, ps in episodes for p in ps if p is not None})
+    if not values:
+        raise ValueError("no decision with a probability to calibrate on")
+    rows = []
+    for t in values:
+        alarms = [(fail, first_alarm((p is not None and p >= t for p in ps), k) is not None)
+                  for fail, ps in episodes]
+        tp = sum(f and a for f, a in alarms)
+        fp = sum(a and not f for f, a in alarms)
+        fn = sum(f and not a for f, a in alarms)
+        n_fail = tp + fn
+        n_ok = len(alarms) - n_fail
+        rows.append({"threshold": t, "f1": f1_score(tp, fp, fn),
+                     "tpr": tp / n_fail if n_fail else None,
+                     "tnr": (n_ok - fp) / n_ok if n_ok else None})
+    best = max(rows, key=lambda r: (r["f1"], r["threshold"]))
+    return {"threshold": best["threshold"], "f1": best["f1"], "tpr": best["tpr"],
+            "tnr": best["tnr"], "k_consecutive": k, "episodes": len(episodes),
+            "candidates": rows}

@@ -120,3 +120,34 @@ def monitor_metrics(outcomes: list[EpisodeOutcome], *, seed: int = 0) -> dict[st
             cause: rate(sum(hits), len(hits)) for cause, hits in sorted(per_cause.items())
         },
     }
+
+
+def alarm_score(probabilities: list[float | None], k: int) -> float | None:
+    """The highest UNSAFE threshold at which the k-consecutive rule would still raise
+    an alarm on these per-decision probabilities (None where no model decided counts as
+    0); None when there are fewer than k decisions with a probability.
+
+    Example:
+        >>> alarm_score([0.2, 0.9, 0.8, 0.7, 0.1], k=3)
+        0.7
+    """
+    ps = [0.0 if p is None else float(p) for p in probabilities]
+    if sum(p is not None for p in probabilities) < k or len(ps) < k:
+        return None
+    return max(min(ps[i:i + k]) for i in range(len(ps) - k + 1))
+
+
+def episode_auroc(scored: list[tuple[bool, float | None]]) -> dict[str, Any]:
+    """Threshold-free discrimination of failure from success episodes: the AUROC of
+    each episode's alarm score (the probability that a failure episode scores above a
+    success one; 0.5 is chance). Episodes without a score are left out and counted."""
+    pairs = [(f, s) for f, s in scored if s is not None]
+    fails = [s for f, s in pairs if f]
+    oks = [s for f, s in pairs if not f]
+    if not fails or not oks:
+        return {"value": None, "n": len(pairs), "unscored": len(scored) - len(pairs)}
+    from scipy.stats import mannwhitneyu
+
+    u = mannwhitneyu(fails, oks).statistic
+    return {"value": float(u / (len(fails) * len(oks))), "n": len(pairs),
+            "unscored": len(scored) - len(pairs)}

@@ -47,11 +47,17 @@ def summary_markdown(results: dict[str, Any], *, title: str) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
     lines += ["", ("Rates in % with 95 % Wilson intervals; F1 with a bootstrap interval over "
               "episodes; lead time = collision time minus alarm time of true alarms."), ""]
+    for name, record in (results.get("calibration") or {}).items():
+        lines.append(f"- {name}: UNSAFE when P(UNSAFE) ≥ {record['threshold']:.4f}, set on "
+                     f"{record['set']} ({record['episodes']} episodes; F1 there "
+                     f"{100 * record['f1']:.1f})")
     for name, sets in results["monitors"].items():
         for set_name, m in sets.items():
             causes = ", ".join(f"{c} {_pct(r)}" for c, r in m["detection_by_cause"].items())
+            auroc = (m.get("episode_auroc") or {}).get("value")
             lines.append(f"- {name} / {set_name}: detection by cause: {causes or 'n/a'}; "
-                         f"fallbacks {m['fallbacks'] or 'none'}")
+                         + (f"episode AUROC {auroc:.3f}; " if auroc is not None else "")
+                         + f"fallbacks {m['fallbacks'] or 'none'}")
     return "\n".join(lines) + "\n"
 
 

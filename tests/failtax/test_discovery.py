@@ -287,6 +287,9 @@ def test_check_name_flags():
     assert "copied_input" in check_name("hit the glass door hard", sources=["It hit the glass door hard today"],
                                         taken=set(), max_words=6)
     assert "repetition" in check_name("glass glass glass glass", sources=[], taken=set(), max_words=6)
+    for name in ("Our Obstacle Damage", "We hit glass", "my knees"):
+        assert "first_person" in check_name(name, sources=[], taken=set(), max_words=6), name
+    assert "first_person" not in check_name("Ourobox collision", sources=[], taken=set(), max_words=6)
     assert check_name("collision with glass door", sources=["the robot hit a glass door"], taken=set(),
                       max_words=6) == []
 

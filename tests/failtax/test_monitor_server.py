@@ -26,8 +26,8 @@ def episodes(tmp_path, episode_factory):
     return root
 
 
-def test_model_monitors_decide_with_the_embedded_model(tmp_path, episodes, embedded_backend,
-                                                        monkeypatch):
+def _serve_embedded(tmp_path, embedded_backend, monkeypatch):
+    """A two-mode taxonomy.json in tmp_path; every monitor's backend is the embedded one."""
     tax = Taxonomy([Mode("Thin vertical object", "hits a thin pole it saw late", ["pole"]),
                     Mode("Faint surface", "drives into a faint wide surface", ["glass"])],
                    "ensemble")
@@ -35,6 +35,11 @@ def test_model_monitors_decide_with_the_embedded_model(tmp_path, episodes, embed
     import serving
 
     monkeypatch.setattr(serving, "make_backend", lambda cfg: embedded_backend)
+
+
+def test_model_monitors_decide_with_the_embedded_model(tmp_path, episodes, embedded_backend,
+                                                        monkeypatch):
+    _serve_embedded(tmp_path, embedded_backend, monkeypatch)
     cfgs = [MonitorConfig(variant=v, taxonomy_path=str(tmp_path / "taxonomy.json"),
                           decision_every_steps=3, reason_max_chars=40)
             for v in ("taxonomy", "nocontext", "llm_ad")]
@@ -56,3 +61,34 @@ def test_model_monitors_decide_with_the_embedded_model(tmp_path, episodes, embed
     assert all(c["calls"] == 0 for c in again["model_calls"].values())
     assert again["monitors"]["taxonomy"]["tiny"]["confusion"] == \
         results["monitors"]["taxonomy"]["tiny"]["confusion"]
+
+
+def test_deciding_by_probability_with_the_embedded_model(tmp_path, episodes, embedded_backend,
+                                                         monkeypatch):
+    """Every decision carries the model's P(UNSAFE) from vLLM's token probabilities; the
+    threshold is set on a calibration folder; a rerun makes zero model calls."""
+    _serve_embedded(tmp_path, embedded_backend, monkeypatch)
+    cfgs = [MonitorConfig(variant=v, taxonomy_path=str(tmp_path / "taxonomy.json"),
+                          decide="probability", decision_every_steps=3, k_consecutive=2)
+            for v in ("taxonomy", "nocontext")]
+    out = tmp_path / "out"
+    results = asyncio.run(evaluate_all(cfgs, {"tiny": episodes}, out, progress=False,
+                                       calibration=("train", episodes)))
+    for name in ("taxonomy", "nocontext"):
+        m = results["monitors"][name]["tiny"]
+        assert m["decisions"] == 8 and m["decisions_by_model"] == 8, m["fallbacks"]
+        assert m["episode_auroc"]["n"] == 2
+        record = results["calibration"][name]
+        assert 0 <= record["threshold"] <= 1 and record["episodes"] == 2
+    runs = [json.loads(line) for line in
+            (out / "tiny" / "taxonomy" / "decisions.jsonl").read_text().splitlines()]
+    ps = [d["p_unsafe"] for r in runs for d in r["decisions"]]
+    assert all(0 <= p <= 1 for p in ps) and len(set(ps)) > 1  # the model's, per prompt
+    threshold = results["calibration"]["taxonomy"]["threshold"]
+    assert all((d["verdict"] == "UNSAFE") == (d["p_unsafe"] >= threshold)
+               for r in runs for d in r["decisions"])
+    calls = embedded_backend.stats.calls
+    again = asyncio.run(evaluate_all(cfgs, {"tiny": episodes}, tmp_path / "again", progress=False,
+                                     calibration=("train", episodes)))
+    assert embedded_backend.stats.calls == calls
+    assert again["calibration"] == results["calibration"]

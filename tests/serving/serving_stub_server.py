@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible HTTP server on 127.0.0.1 for client unit tests.
 
 Each request to /v1/chat/completions takes the next scripted action:
-("reply", text) / ("reply", text, finish_reason), ("status", code, body[, headers]),
+("reply", text) / ("reply", text, finish_reason[, first token's top_logprobs]),
+("status", code, body[, headers]),
 ("sleep", seconds) (answers too late), ("drop",) (closes the connection),
 ("auto",) (a valid answer built from the request's own constraint: one of the
 `choice` list, or an instance of the `json` schema, its words picked by a hash of
@@ -79,15 +80,18 @@ class StubServer:
                     kind = "reply"
                 if kind == "reply":
                     finish = action[2] if len(action) > 2 else "stop"
+                    choice = {
+                        "message": {"role": "assistant", "content": action[1]},
+                        "finish_reason": finish,
+                    }
+                    if len(action) > 3:
+                        choice["logprobs"] = {"content": [{"token": action[3][0]["token"],
+                                                           "logprob": action[3][0]["logprob"],
+                                                           "top_logprobs": action[3]}]}
                     self._send(
                         200,
                         {
-                            "choices": [
-                                {
-                                    "message": {"role": "assistant", "content": action[1]},
-                                    "finish_reason": finish,
-                                }
-                            ],
+                            "choices": [choice],
                             "usage": {"prompt_tokens": 10, "completion_tokens": 5},
                         },
                     )

@@ -93,6 +93,18 @@ def test_vllm_dialect_sends_structured_outputs():
     assert sent["seed"] == 0 and sent["temperature"] == 0.0
 
 
+def test_vllm_choice_asks_for_and_returns_the_choice_probabilities():
+    top = [{"token": "UN", "logprob": -0.1}, {"token": "SAFE", "logprob": -2.5}]
+    with StubServer([("reply", "UNSAFE", "stop", top), ("reply", "SAFE")], version="0.32.0") as stub:
+        r = run(backend(stub).complete_choice(MSG, ["SAFE", "UNSAFE"]))
+        sent = stub.requests[0]["body"]
+        bare = run(backend(stub).complete_choice(MSG, ["SAFE", "UNSAFE", "x"]))
+    assert sent["logprobs"] is True and sent["top_logprobs"] >= 2
+    assert sent["structured_outputs"] == {"choice": ["SAFE", "UNSAFE"]}
+    assert r.parsed == "UNSAFE" and r.choice_probs == {"SAFE": 0.0832, "UNSAFE": 0.9168}
+    assert bare.parsed == "SAFE" and bare.choice_probs is None  # the server sent none
+
+
 def test_old_vllm_uses_guided_fields():
     with StubServer([("reply", "glass")], version="0.8.5") as stub:
         r = run(backend(stub).complete_choice(MSG, ["glass", "pole"]))

@@ -56,6 +56,8 @@ def test_json_and_choice_are_always_valid(local):
     assert r.error is None and r.parsed["kind"] in ("transparent", "thin", "other")
     c = asyncio.run(local.complete_choice(msgs(1), ["transparent", "thin", "other"]))
     assert c.parsed in ("transparent", "thin", "other") and c.call_id != r.call_id
+    assert abs(sum(c.choice_probs.values()) - 1) < 1e-3
+    assert c.choice_probs[c.parsed] == max(c.choice_probs.values())
 
 
 def test_too_small_max_tokens_is_reported(local):

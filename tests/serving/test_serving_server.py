@@ -73,6 +73,9 @@ def test_chat_json_and_choice_all_parse(embedded_backend):
         )
     )
     assert all(r.parsed in CHOICES and r.error is None for r in picks)
+    # how sure the model was: vLLM's first-token probabilities, renormalised over the choices
+    assert all(r.choice_probs and abs(sum(r.choice_probs.values()) - 1) < 1e-3 for r in picks)
+    assert len({tuple(r.choice_probs.values()) for r in picks}) > 1  # they depend on the prompt
     assert b.stats.calls == 3 * N and b.stats.hits == 0
 
 

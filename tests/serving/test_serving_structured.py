@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from serving.structured import (
     cap_schema,
@@ -74,3 +75,20 @@ def test_match_choice():
     assert match_choice("timeout or collision", choices) is None
     assert match_choice("no idea", choices) is None
     json.dumps(choices)
+
+
+def test_choice_probabilities_from_the_first_token():
+    from serving.structured import choice_probabilities
+
+    top = [{"token": "UN", "logprob": math.log(0.6)}, {"token": " SAFE", "logprob": math.log(0.3)},
+           {"token": "S", "logprob": math.log(0.1)}, {"token": "The", "logprob": math.log(0.5)},
+           {"token": "x", "logprob": float("-inf")}]
+    # "S" and " SAFE" both begin SAFE; "The" begins neither and is left out
+    assert choice_probabilities(top, ["SAFE", "UNSAFE"]) == {"SAFE": 0.4, "UNSAFE": 0.6}
+    # a token that begins two choices cannot tell them apart: left out, unless it outweighs
+    pick = [{"token": "glass", "logprob": math.log(0.6)}, {"token": "glo", "logprob": math.log(0.3)},
+            {"token": "gl", "logprob": math.log(0.1)}]
+    assert choice_probabilities(pick, ["glass", "glove"]) == {"glass": 0.6667, "glove": 0.3333}
+    assert choice_probabilities([{"token": "gl", "logprob": -0.1}], ["glass", "glove"]) is None
+    assert choice_probabilities([{"token": "The", "logprob": -0.1}], ["SAFE", "UNSAFE"]) is None
+    assert choice_probabilities(None, ["SAFE", "UNSAFE"]) is None
