@@ -230,3 +230,34 @@ def test_parity_counts_answers_that_differ_and_calls_in_one_run_only(tmp_path):
     assert (r["common"], r["same"], r["different"], r["only_a"], r["only_b"]) == (2, 1, 1, 1, 0)
     assert r["by_method"] == {"complete_json": [1, 1]}
     assert r["examples"] == [{"key": "k2", "method": "complete_json", "a": "live", "b": "batch"}]
+
+
+def test_reading_reports_runs_as_a_batch_like_live(tmp_path):
+    """People's reports (CSV): the model's reading goes through the batch files too, and
+    the explanations match the live run's (the answer, the report kept, who wrote it)."""
+    reports = tmp_path / "reports.csv"
+    reports.write_text(
+        "episode_id,failure_reason,fleet\n"
+        "a,On 2024-01-02 the Northwind AMR struck a glass door at 0.5 m/s. Case NW-1 closed.,northwind\n"
+        "b,Our bot ran into a thing with four legs and a backrest.,cobalt\n"
+        "c,The Northwind AMR clipped a thin metal stand in ward 3. Case NW-2 closed.,northwind\n")
+    cfg = load_config(None, {"stages": ["reason"], "source.writer_column": "fleet",
+                             "reasoning.concurrency": 2, "cache_dir": str(tmp_path / "cache"),
+                             "seed": 0})
+    with StubServer([("auto",)], version="0.32.0") as stub:
+        live = CachedBackend(OpenAICompatBackend(stub.base_url, MODEL), tmp_path / "live-cache")
+        run_pipeline(cfg, tmp_path / "live", episodes=reports, backend=live, progress=False)
+        live_bodies = list(stub.completed)
+    assert len(live_bodies) == 3 and all("{report}" not in b["messages"][0]["content"]
+                                         for b in live_bodies)
+    run_dir = tmp_path / "batch-run"
+    bodies, imports, exports = batch_rounds(cfg, run_dir, reports)
+    assert [e.stage for e in exports] == ["reason", None]
+    assert sorted(json.dumps(b, sort_keys=True) for b in bodies) == sorted(
+        json.dumps(b, sort_keys=True) for b in live_bodies)
+    asyncio.run(finish(cfg, run_dir, episodes=reports, identity=IDENTITY, progress=False))
+    keep = lambda es: sorted((e.episode_id, e.failure_reason, e.input_mode, e.report, e.writer)
+                             for e in es)
+    batch, live_run = read_explanations(run_dir), read_explanations(tmp_path / "live")
+    assert keep(batch) == keep(live_run)
+    assert {e.input_mode for e in batch} == {"report"} and all(e.report for e in batch)
