@@ -252,6 +252,7 @@ def test_reading_reports_runs_as_a_batch_like_live(tmp_path):
                                          for b in live_bodies)
     run_dir = tmp_path / "batch-run"
     bodies, imports, exports = batch_rounds(cfg, run_dir, reports)
+    assert sum(i.answers for i in imports) == 3
     assert [e.stage for e in exports] == ["reason", None]
     assert sorted(json.dumps(b, sort_keys=True) for b in bodies) == sorted(
         json.dumps(b, sort_keys=True) for b in live_bodies)
