@@ -26,7 +26,7 @@ from serving.cache import CachedBackend
 from serving.client import OpenAICompatBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving"))
-from serving_stub_server import StubServer, auto_answer
+from serving_stub_server import StubServer, auto_alternatives, auto_answer, logprobs_block
 
 MODEL = "smollm2-135m-instruct"
 IDENTITY = BatchIdentity(MODEL, {"endpoint": "launched", "weights": "test-weights"}, 4096)
@@ -62,6 +62,11 @@ def config(tmp_path, **extra):
 
 def answer_line(request: dict, *, finish="stop", text=None) -> dict:
     body = request["body"]
+    text = text if text is not None else auto_answer(body)
+    choice = {"message": {"role": "assistant", "content": text}, "finish_reason": finish}
+    alts = auto_alternatives(body, text)
+    if alts:
+        choice["logprobs"] = logprobs_block(alts)
     return {
         "id": "r-" + request["custom_id"],
         "custom_id": request["custom_id"],
@@ -69,8 +74,7 @@ def answer_line(request: dict, *, finish="stop", text=None) -> dict:
             "status_code": 200,
             "request_id": "x",
             "body": {
-                "choices": [{"message": {"role": "assistant", "content": text if text is not None
-                                         else auto_answer(body)}, "finish_reason": finish}],
+                "choices": [choice],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5},
             },
         },

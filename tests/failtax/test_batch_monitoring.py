@@ -139,3 +139,33 @@ def test_cli_export_monitoring_writes_shards(tmp_path, episodes, monkeypatch):
     assert shards and all(json.loads(x)["url"] == "/v1/chat/completions" for x in shards[0].read_text().splitlines())
     imported = CliRunner().invoke(main, ["batch", "import", "--run-dir", str(tmp_path / "eval")])
     assert imported.exit_code == 0 and '"missing":' in imported.output
+
+
+def test_monitors_deciding_by_probability_run_as_batch_rounds(tmp_path, episodes, monkeypatch):
+    """`decide: probability`: the one-word answers and their token probabilities come back
+    through the batch files, the mode question at each alarm is a later round, and the
+    evaluation then makes no live call and decides as the live monitors did."""
+    cfgs = [c.model_copy(update={"decide": "probability", "k_consecutive": 1,
+                                 "unsafe_threshold": 0.3}) for c in monitors(tmp_path)]
+    import serving
+
+    with StubServer([("auto",)], version="0.32.0") as stub:
+        monkeypatch.setattr(serving, "make_backend", lambda cfg: CachedBackend(
+            OpenAICompatBackend(stub.base_url, MODEL), tmp_path / "live-cache"))
+        live = asyncio.run(evaluate_all(cfgs, {"id": episodes}, tmp_path / "live", progress=False))
+        live_bodies = list(stub.completed)
+    assert all(b["logprobs"] for b in live_bodies)
+    modes_asked = [b for b in live_bodies if "Which failure mode" in b["messages"][0]["content"]]
+    assert modes_asked  # an alarm fired and its mode was asked
+
+    exports, imports, bodies = rounds(cfgs, episodes, tmp_path / "eval" / "batch")
+    assert [e.stage for e in exports] == ["monitoring", "monitoring", None]  # decisions, then modes
+    assert sum(i.answers for i in imports) == len(live_bodies)
+    monkeypatch.setattr(serving, "make_backend", lambda cfg: CachedBackend(NoLiveCalls(), tmp_path / "cache"))
+    again = asyncio.run(evaluate_all(cfgs, {"id": episodes}, tmp_path / "eval", progress=False))
+    assert all(c["calls"] == 0 for c in again["model_calls"].values())
+    for label, sets in again["monitors"].items():
+        m, was = sets["id"], live["monitors"][label]["id"]
+        assert m["decisions_by_model"] == m["decisions"] == was["decisions"]
+        assert m["confusion"] == was["confusion"] and m["episode_auroc"] == was["episode_auroc"]
+        assert m["modes_at_true_alarms"] == was["modes_at_true_alarms"]

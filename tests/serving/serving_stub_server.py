@@ -76,7 +76,9 @@ class StubServer:
                 action = stub.script.pop(0) if len(stub.script) > 1 else stub.script[0]
                 kind = action[0]
                 if kind == "auto":
-                    action = ("reply", auto_answer(body))
+                    text = auto_answer(body)
+                    alts = auto_alternatives(body, text)
+                    action = ("reply", text, "stop", alts) if alts else ("reply", text)
                     kind = "reply"
                 if kind == "reply":
                     finish = action[2] if len(action) > 2 else "stop"
@@ -85,9 +87,7 @@ class StubServer:
                         "finish_reason": finish,
                     }
                     if len(action) > 3:
-                        choice["logprobs"] = {"content": [{"token": action[3][0]["token"],
-                                                           "logprob": action[3][0]["logprob"],
-                                                           "top_logprobs": action[3]}]}
+                        choice["logprobs"] = logprobs_block(action[3])
                     self._send(
                         200,
                         {
@@ -137,6 +137,24 @@ def auto_answer(body: dict) -> str:
     if "json" in constraint:
         return json.dumps(_instance(constraint["json"], constraint["json"], seed, [0]))
     return " ".join(WORDS[b % len(WORDS)] for b in seed[:6])
+
+
+def auto_alternatives(body: dict, answer: str) -> list[dict] | None:
+    """The first token's top_logprobs a vLLM server would send with `answer` to a choice
+    request that asks for them: each choice's first 2 characters as its token, the
+    answer's the most probable, the others' probabilities from the messages' hash."""
+    choices = (body.get("structured_outputs") or {}).get("choice")
+    if not choices or not body.get("logprobs"):
+        return None
+    seed = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).digest()
+    alts = [{"token": c[:2], "logprob": -0.05 if c == answer else -1.0 - seed[i] / 64}
+            for i, c in enumerate(choices)]
+    return sorted(alts, key=lambda a: -a["logprob"])
+
+
+def logprobs_block(alternatives: list[dict]) -> dict:
+    """A chat choice's `logprobs` whose first token is the first of `alternatives`."""
+    return {"content": [{**alternatives[0], "top_logprobs": alternatives}]}
 
 
 def _instance(schema: dict, root: dict, seed: bytes, counter: list[int]):
