@@ -158,7 +158,7 @@ def test_monitors_deciding_by_probability_run_as_batch_rounds(tmp_path, episodes
     modes_asked = [b for b in live_bodies if "Which failure mode" in b["messages"][0]["content"]]
     assert modes_asked  # an alarm fired and its mode was asked
 
-    exports, imports, bodies = rounds(cfgs, episodes, tmp_path / "eval" / "batch")
+    exports, imports, _ = rounds(cfgs, episodes, tmp_path / "eval" / "batch")
     assert [e.stage for e in exports] == ["monitoring", "monitoring", None]  # decisions, then modes
     assert sum(i.answers for i in imports) == len(live_bodies)
     monkeypatch.setattr(serving, "make_backend", lambda cfg: CachedBackend(NoLiveCalls(), tmp_path / "cache"))
