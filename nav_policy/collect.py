@@ -70,6 +70,7 @@ def collection_fingerprint(cfg: NavConfig, regions_hash: str | None,
            if c.arm == "targeted" and c.replay_share else {}),
         **({"coverage_share": c.coverage_share} if c.arm == "targeted" and c.coverage_share
            else {}),
+        **({"appearance_jitter": c.appearance_jitter} if c.appearance_jitter else {}),
         "regions": regions_hash, "dagger": dagger_hash,
         "expert": cfg.expert.model_dump(mode="json"),
         "sim": cfg.sim.model_dump(mode="json"),
@@ -78,6 +79,15 @@ def collection_fingerprint(cfg: NavConfig, regions_hash: str | None,
 
 def _file_hash(path: str | os.PathLike) -> str:
     return stable_hash(Path(path).read_bytes())
+
+
+def collection_sim(cfg: NavConfig) -> Any:
+    """The sim config data is collected in: the nav config's, with the collection's
+    appearance randomisation (`collect.appearance_jitter`) when it asks for one."""
+    if not cfg.collect.appearance_jitter:
+        return cfg.sim
+    world = cfg.sim.world.model_copy(update={"appearance_jitter": cfg.collect.appearance_jitter})
+    return cfg.sim.model_copy(update={"world": world})
 
 
 # ---------------------------------------------------------------------- worker side
@@ -92,7 +102,7 @@ def _worker_state(cfg: NavConfig) -> dict[str, Any]:
     from nav_policy.expert import make_expert
     from sim.env import IndoorNavEnv
 
-    sim_cfg = cfg.sim
+    sim_cfg = collection_sim(cfg)
     state: dict[str, Any] = {
         "key": key, "sim_config": sim_cfg, "env": IndoorNavEnv(sim_cfg),
         "expert": make_expert(cfg.expert, sim_cfg), "limits": RobotLimits.from_sim(sim_cfg),

@@ -173,6 +173,10 @@ class CollectConfig(StrictModel):
     dagger_beta: float = Field(0.5, ge=0, le=1)  # probability the expert's action is executed
     max_episode_steps: int | None = Field(None, ge=1)  # cap per episode (None: the sim's limit)
     drop_failed_episodes: bool = True  # discard episodes where the expert itself collided
+    # collect in floors whose colours and textures are redrawn per floor by up to this much
+    # (sim `world.appearance_jitter`), so a policy learns hazards rather than one family's
+    # look; evaluation keeps the sim config's own palette
+    appearance_jitter: float = Field(0.0, ge=0, le=0.5)
 
 
 class TrainConfig(StrictModel):

@@ -81,6 +81,11 @@ class WorldConfig(StrictModel):
     # the reset seed; an int: the same building always (start/goal still vary).
     building_seed: int | None = None
     num_buildings: int = Field(64, ge=1)  # building_seed None: reset draws a seed in [0, this)
+    # Appearance randomisation: per floor, every kind's colour (walls, floor, ceiling,
+    # furniture, hazards) moves by up to this much per RGB channel, and wall and floor
+    # textures are redrawn with this probability. Layout, materials and the depth sensor
+    # are untouched. 0: the family's own palette.
+    appearance_jitter: float = Field(0.0, ge=0, le=0.5)
 
 
 class EpisodeConfig(StrictModel):

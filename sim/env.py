@@ -116,7 +116,7 @@ def load_world(config: SimConfig, family: str | None = None, seed: int = 0) -> W
         _WORLD_CACHE.move_to_end(key)
         return _WORLD_CACHE[key]
     building = generate_building(family, seed, config.world.hazards, config.robot.radius_m,
-                                 config.world.ceiling_height_m)
+                                 config.world.ceiling_height_m, config.world.appearance_jitter)
     world = world_from_building(building, config)
     _WORLD_CACHE[key] = world
     while len(_WORLD_CACHE) > _WORLD_CACHE_SIZE:

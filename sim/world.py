@@ -61,16 +61,58 @@ _PALETTES: dict[str, dict[str, Any]] = {
 }
 
 WALL_HEIGHT_M = 2.6
+_WALL_TEXTURES = ("panels", "brick", "flat")
+_FLOOR_TEXTURES = ("carpet", "concrete")
+
+
+def floor_palette(family: str, seed: int, appearance_jitter: float = 0.0) -> dict[str, Any]:
+    """The colours and textures of one floor: the family's palette, or with
+    `appearance_jitter` > 0 a per-floor redraw (colours moved by up to that much per
+    channel, wall and floor textures redrawn with that probability; featureless walls
+    keep the floor's tone). Drawn from its own random stream, so the layout is the same
+    with or without it.
+
+    Example:
+        >>> floor_palette("office_a", 0) is _PALETTES["office_a"]
+        True
+        >>> floor_palette("office_a", 0, 0.2)["wall"] != _PALETTES["office_a"]["wall"]
+        True
+    """
+    base = _PALETTES[family]
+    if appearance_jitter <= 0:
+        return base
+    rng = derive_rng(seed, family, "appearance")
+
+    def shift(rgb: tuple[float, ...], offset: np.ndarray) -> tuple[float, float, float]:
+        return tuple(float(np.clip(c + d, 0, 1)) for c, d in zip(rgb, offset))
+
+    def draw() -> np.ndarray:
+        return rng.uniform(-appearance_jitter, appearance_jitter, 3)
+
+    floor_offset = draw()
+    out: dict[str, Any] = {"floor": shift(base["floor"], floor_offset),
+                           "ceiling": shift(base["ceiling"], draw()),
+                           "floor_texture": (str(rng.choice(_FLOOR_TEXTURES))
+                                             if rng.random() < appearance_jitter
+                                             else base["floor_texture"])}
+    for key in [k for k in base if k not in out]:  # dict order: the same draws every run
+        rgb, tex, material = base[key]
+        offset = floor_offset if key == "plain_wall" else draw()
+        if key == "wall" and rng.random() < appearance_jitter:
+            tex = str(rng.choice(_WALL_TEXTURES))
+        out[key] = (shift(rgb, offset), tex, material)
+    return out
 
 
 class _Builder:
     """Accumulates objects with fresh ids and remembers occupied footprints."""
 
-    def __init__(self, family: str, rng: np.random.Generator, hazards: HazardConfig) -> None:
+    def __init__(self, family: str, rng: np.random.Generator, hazards: HazardConfig,
+                 palette: dict[str, Any]) -> None:
         self.family = family
         self.rng = rng
         self.hz = hazards
-        self.palette = _PALETTES[family]
+        self.palette = palette
         self.objects: list[WorldObject] = []
         self.doorways: list[Doorway] = []
         self.spaces: list[Space] = []
@@ -445,6 +487,7 @@ def generate_building(
     hazards: HazardConfig | None = None,
     robot_radius_m: float = 0.2,
     ceiling_height_m: float = 2.6,
+    appearance_jitter: float = 0.0,
 ) -> Building:
     """Generate one office floor, deterministically from (family, seed, hazards).
 
@@ -457,6 +500,7 @@ def generate_building(
         hazards: placement rates; defaults to HazardConfig().
         robot_radius_m: body radius used for the connectivity check.
         ceiling_height_m: ceiling height stored with the building.
+        appearance_jitter: per-floor colour and texture randomisation (`floor_palette`).
 
     Returns:
         The building; `building_id` is f"{family}-{seed:06d}".
@@ -468,14 +512,14 @@ def generate_building(
         raise ValueError(f"unknown building family {family!r}; choose one of {BUILDING_FAMILIES}")
     hazards = hazards or HazardConfig()
     rng = derive_rng(seed, family, "building")
-    b = _Builder(family, rng, hazards)
+    pal = floor_palette(family, seed, appearance_jitter)
+    b = _Builder(family, rng, hazards, pal)
     if family == "office_a":
         w_m, d_m = float(rng.uniform(24, 32)), float(rng.uniform(14, 18))
         _gen_office_a(b, w_m, d_m)
     else:
         w_m, d_m = float(rng.uniform(20, 27)), float(rng.uniform(16, 21))
         _gen_office_b(b, w_m, d_m)
-    pal = _PALETTES[family]
     building = Building(
         building_id=f"{family}-{seed:06d}", family=family, seed=int(seed), size_m=(w_m, d_m),
         objects=b.objects, doorways=b.doorways, spaces=b.spaces, floor_rgb=pal["floor"],

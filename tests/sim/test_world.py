@@ -69,3 +69,19 @@ def test_all_doorways_reachable(family):
         for g in b.doorways:
             cell = planner.snap(g.center_xy, max_dist_m=0.3)
             assert cell is not None and np.isfinite(cost[cell]), (b.building_id, g)
+
+
+def test_appearance_jitter_changes_the_look_not_the_floor():
+    plain = generate_building("office_a", 5)
+    jittered = generate_building("office_a", 5, appearance_jitter=0.2)
+    assert [(o.object_class, o.material, o.parts, o.opacity) for o in jittered.objects] == [
+        (o.object_class, o.material, o.parts, o.opacity) for o in plain.objects]
+    moved = [abs(a - b) for p, j in zip(plain.objects, jittered.objects)
+             for a, b in zip(p.color_rgb, j.color_rgb)]
+    assert max(moved) > 0.02 and max(moved) <= 0.2 + 0.04 + 1e-9  # jitter + per-object jitter
+    assert jittered.floor_rgb != plain.floor_rgb
+    # the same floor looks the same every time; another floor looks different
+    assert generate_building("office_a", 5, appearance_jitter=0.2).to_dict() == jittered.to_dict()
+    other = generate_building("office_a", 6, appearance_jitter=0.2)
+    assert other.floor_rgb != jittered.floor_rgb
+    assert generate_building("office_a", 5, appearance_jitter=0.0).to_dict() == plain.to_dict()
