@@ -156,6 +156,12 @@ class SceneConfig(StrictModel):
     side_contact_m: float = 0.35
     # facts: an obstacle first seen in depth nearer than this "appeared only when close"
     late_appearance_m: float = 2.8
+    # facts: what the failure reason says. hazard: what was hit, as the sensors saw it
+    # ("Collision with a thin vertical obstacle."), with how the robot met it moved to the
+    # trajectory; hazard_and_approach: both in the reason. Discovery clusters the reason:
+    # on three simulator sets the approach split one hazard's failures by how they were met
+    # (cause NMI, code only: 0.589 vs 0.545; docs/JUDGEMENT.md)
+    facts_reason: Literal["hazard", "hazard_and_approach"] = "hazard"
 
     @property
     def privileged(self) -> list[str]:

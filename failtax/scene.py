@@ -494,15 +494,20 @@ def summarise_facts(
 ) -> tuple[str, str]:
     """Trajectory and failure reason written by code from the logs and scene descriptions.
 
-    The failure reason is categorical (what was hit, what it looked like, how the
-    robot met it) so that explanations of the same cause read alike and cluster;
-    the measurements (speeds, distances) go into the trajectory.
+    The failure reason is categorical — what was hit, as the sensors saw it — so that
+    explanations of the same cause read alike and cluster; how the robot met it
+    (`cfg.facts_reason: hazard`, the default) and the measurements (speeds, distances)
+    go into the trajectory.
 
     Returns:
         (trajectory, failure_reason), each one to three plain sentences.
     """
     reason, measured = _failure_facts(episode, scenes, cfg)
     trajectory = _trajectory_facts(episode, scenes)
+    hazard, sep, approach = reason.partition(": ")
+    if cfg.facts_reason == "hazard" and sep:
+        reason = hazard + "."
+        trajectory += f" {approach[0].upper()}{approach[1:]}"
     return (f"{trajectory} {measured}" if measured else trajectory), reason
 
 

@@ -71,8 +71,12 @@ def test_facts_name_the_hazard_and_the_approach(tmp_path, episode_factory):
     cfg = PRIVILEGED
     trajectory, reason = summarise_facts(ep, describe(ep, cfg), cfg)
     assert "drove 1.1 m" in trajectory and "closing in from" in trajectory  # numbers go here
-    assert reason.startswith("Collision with the glass door (wide") and "head-on" in reason
+    assert reason.startswith("Collision with the glass door (wide") and reason.endswith(").")
+    assert "head-on" in trajectory and "head-on" not in reason  # how it was met: trajectory
     assert "object 5" not in reason and " m " not in reason  # ids and distances differ across logs
+    both = cfg.model_copy(update={"facts_reason": "hazard_and_approach"})
+    _, reason = summarise_facts(ep, describe(ep, both), both)
+    assert reason.startswith("Collision with the glass door (wide") and "head-on" in reason
 
 
 def test_facts_geometry_only_describe_the_shape(tmp_path, episode_factory):

@@ -61,8 +61,8 @@ def test_default_descriptions_have_no_class_names_or_ids(tmp_path, episode_facto
 def test_glass_collision_the_depth_sensor_missed(tmp_path, episode_factory, monkeypatch):
     ep = _episode(tmp_path, episode_factory, "glass_door", monkeypatch, honest_depth=True)
     _, (trajectory, reason) = _facts(ep, SceneConfig())
-    assert reason.startswith("Collision with something the depth sensor did not see")
-    assert "free space" in reason
+    assert reason == "Collision with something the depth sensor did not see."
+    assert "Depth reported free space ahead at contact." in trajectory  # how it was met
     assert "depth reported free space 6.0 m ahead" in trajectory  # the measurement
     assert "glass" not in (trajectory + reason).lower()
 
@@ -108,7 +108,7 @@ def _contact(free_space, objects):
     frame = SceneFrame(frame_index=9, step=9, t_s=0.9, robot="moving", objects=objects,
                        free_space=free_space, channels_used=["depth", "rgb"], v_mps=0.5)
     episode = SimpleNamespace(meta={"outcome": "collision"}, failure_index=9, steps=[])
-    return summarise_facts(episode, [frame], SceneConfig())[1]
+    return " ".join(summarise_facts(episode, [frame], SceneConfig())[::-1])  # reason, then the rest
 
 
 def test_a_side_contact_is_not_a_depth_miss():
