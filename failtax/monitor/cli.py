@@ -57,8 +57,9 @@ async def _close(backend: Any) -> None:
 async def calibrate(cfg, monitor, backend, name: str, path: Path, out: Path, *,
                     progress: bool, concurrency: int):
     """Run a probability-deciding model monitor on the calibration episodes at `path`
-    and return (its config with the calibrated `unsafe_threshold`, the calibration
-    record). The decisions stay under `out/name/<monitor>/` with calibration.json."""
+    and return (its config with the calibrated `unsafe_threshold`, the monitor built from
+    that config, the calibration record without its candidate list). The decisions stay
+    under `out/name/<monitor>/` with calibration.json (every candidate)."""
     from common import atomic_write_json
     from failtax.monitor import make_monitor
     from failtax.monitor.evaluate import evaluate_monitor, fingerprint, select_episodes
