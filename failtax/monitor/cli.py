@@ -226,14 +226,22 @@ def evaluate(configs, episode_sets, out, sets, max_episodes, calibrate_on, concu
 @click.option("--teacher", default=None, type=click.Path(path_type=Path),
               help="decisions.jsonl of a model monitor on these episodes: train the distilled "
                    "monitor on its labels. Without it: the supervised 'collision within H s' baseline.")
+@click.option("--teacher-threshold", type=float, default=None,
+              help="A probability teacher's labels: UNSAFE where its P(UNSAFE) reaches this. "
+                   "Default: the threshold in calibration.json beside --teacher, if there is one.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Checkpoint file to write.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def train(config, episodes_dir, teacher, out, sets, no_progress) -> None:
-    """Train a frame-classifier monitor (supervised, or distilled from --teacher)."""
+def train(config, episodes_dir, teacher, teacher_threshold, out, sets, no_progress) -> None:
+    """Train a frame-classifier monitor (supervised, or distilled from --teacher).
+
+    A teacher that decided by probability (`decide: probability`) and was calibrated on
+    these episodes (`evaluate --calibrate train=...`) labels by its P(UNSAFE) against the
+    calibrated threshold: the verdicts of its calibration run were recorded before it."""
     import json
 
     from failtax.monitor.cnn import distilled_frames, supervised_frames, train_cnn
+    from failtax.monitor.cnn import teacher_threshold as calibrated
     from failtax.monitor.evaluate import select_episodes
 
     (cfg,) = load_configs((config,) if config else (), sets, None)
@@ -241,7 +249,11 @@ def train(config, episodes_dir, teacher, out, sets, no_progress) -> None:
     if not episodes:
         raise click.ClickException(f"no failure or success episodes in {episodes_dir}")
     try:
-        frames = (distilled_frames(episodes, cfg, teacher) if teacher
+        if teacher and teacher_threshold is None:
+            teacher_threshold = calibrated(teacher)
+        if teacher_threshold is not None:
+            click.echo(f"teacher labels: UNSAFE where P(UNSAFE) >= {teacher_threshold:.4f}")
+        frames = (distilled_frames(episodes, cfg, teacher, teacher_threshold) if teacher
                   else supervised_frames(episodes, cfg))
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -71,10 +71,21 @@ def supervised_frames(episodes: list[Episode], cfg: MonitorConfig) -> FrameSet:
                     np.full(len(labels), -1, np.int64), [])
 
 
-def distilled_frames(episodes: list[Episode], cfg: MonitorConfig, teacher_decisions: str | Path
-                     ) -> FrameSet:
+def teacher_threshold(teacher_decisions: str | Path) -> float | None:
+    """The UNSAFE threshold a probability teacher was calibrated to: `calibration.json`
+    beside its decisions.jsonl (written by `evaluate --calibrate`), else None."""
+    path = Path(teacher_decisions).parent / "calibration.json"
+    return float(json.loads(path.read_text())["threshold"]) if path.is_file() else None
+
+
+def distilled_frames(episodes: list[Episode], cfg: MonitorConfig, teacher_decisions: str | Path,
+                     threshold: float | None = None) -> FrameSet:
     """Frames labelled with a teacher monitor's decisions (its decisions.jsonl): the
-    verdict and the mode it named. Only decisions a model really made are used."""
+    verdict and the mode it named. Only decisions a model really made are used.
+
+    With `threshold`, a decision that carries P(UNSAFE) is UNSAFE when it reaches the
+    threshold, whatever verdict was recorded: a probability teacher's calibration run
+    records its verdicts at the threshold it had before calibration."""
     teacher = {r["episode_id"]: r for r in read_jsonl(Path(teacher_decisions))}
     modes = sorted({d["mode"] for r in teacher.values() for d in r["decisions"] if d.get("mode")})
     index = {m: i for i, m in enumerate([NONE_MODE, *modes])}
@@ -89,7 +100,9 @@ def distilled_frames(episodes: list[Episode], cfg: MonitorConfig, teacher_decisi
             if d["source"] != "model" or d["step"] not in frame_of:
                 continue
             images.append(frame_array(ep, frame_of[d["step"]], cfg.cnn.image_px))
-            unsafe.append(d["verdict"] == UNSAFE)
+            p = d.get("p_unsafe")
+            unsafe.append(p >= threshold if threshold is not None and p is not None
+                          else d["verdict"] == UNSAFE)
             mode.append(index[d.get("mode") or NONE_MODE])
     if not images:
         raise ValueError(f"no model decisions of {teacher_decisions} match the training episodes; "

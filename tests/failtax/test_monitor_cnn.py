@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from common import append_jsonl
-from failtax.monitor.cnn import CNNMonitor, distilled_frames, supervised_frames, train_cnn
+from failtax.monitor.cnn import (
+    CNNMonitor,
+    distilled_frames,
+    supervised_frames,
+    teacher_threshold,
+    train_cnn,
+)
 from failtax.monitor.config import CNNConfig, MonitorConfig
 from failtax.monitor.evaluate import select_episodes
 from failtax.monitor.observe import decision_points
@@ -79,6 +85,23 @@ def test_distilled_monitor_learns_the_teachers_modes(tmp_path, episodes):
     d = asyncio.run(mon.decide_episode(eps[0], decision_points(eps[0], cfg)))
     assert {x.mode for x in d if x.unsafe} <= {"Thin pole", None}
     assert json.loads(json.dumps([x.to_dict() for x in d]))  # JSON-clean
+
+
+def test_a_probability_teacher_labels_at_its_calibrated_threshold(tmp_path, episodes):
+    cfg = _cfg()
+    eps, _ = select_episodes(episodes, cfg)
+    teacher = tmp_path / "train" / "taxonomy" / "decisions.jsonl"
+    # a calibration run records SAFE everywhere (the pre-calibration threshold, 0.5)
+    for ep in eps:
+        append_jsonl(teacher, {"episode_id": ep.episode_id, "decisions": [
+            {"step": p.step, "verdict": "SAFE", "mode": None, "source": "model",
+             "p_unsafe": 0.3 if p.step >= 8 else 0.1} for p in decision_points(ep, cfg)]})
+    assert teacher_threshold(teacher) is None
+    assert distilled_frames(eps, cfg, teacher).unsafe.sum() == 0  # verdicts as recorded
+    (teacher.parent / "calibration.json").write_text(json.dumps({"threshold": 0.25}))
+    assert teacher_threshold(teacher) == 0.25
+    frames = distilled_frames(eps, cfg, teacher, teacher_threshold(teacher))
+    assert len(frames.unsafe) == 4 * 7 and frames.unsafe.sum() == 4 * 3  # the steps >= 8
 
 
 def test_distillation_without_matching_teacher_is_a_clear_error(tmp_path, episodes):
