@@ -63,7 +63,7 @@ async def calibrate(cfg, monitor, backend, name: str, path: Path, out: Path, *,
     from common import atomic_write_json
     from failtax.monitor import make_monitor
     from failtax.monitor.evaluate import evaluate_monitor, fingerprint, select_episodes
-    from failtax.monitor.llm import calibrate_threshold
+    from failtax.monitor.llm import CALIBRATION_FILE, calibrate_threshold
 
     monitor.name_modes = False
     episodes, _ = select_episodes(path, cfg)
@@ -73,7 +73,7 @@ async def calibrate(cfg, monitor, backend, name: str, path: Path, out: Path, *,
     record = calibrate_threshold([(r.failure, [d.p_unsafe for d in r.decisions]) for r in runs],
                                  cfg.k_consecutive)
     record["set"] = name
-    atomic_write_json(out / name / cfg.label / "calibration.json", record)
+    atomic_write_json(out / name / cfg.label / CALIBRATION_FILE, record)
     tuned = cfg.model_copy(update={"unsafe_threshold": record["threshold"]})
     return tuned, make_monitor(tuned, backend), {k: v for k, v in record.items()
                                                  if k != "candidates"}

@@ -25,7 +25,7 @@ import numpy as np
 
 from common import read_jsonl
 from failtax.monitor.config import CNNConfig, MonitorConfig
-from failtax.monitor.llm import SAFE, UNSAFE, Decision
+from failtax.monitor.llm import CALIBRATION_FILE, SAFE, UNSAFE, Decision
 from failtax.monitor.observe import DecisionPoint, decision_points, end_time_s
 from failtax.sources import Episode
 
@@ -74,7 +74,7 @@ def supervised_frames(episodes: list[Episode], cfg: MonitorConfig) -> FrameSet:
 def teacher_threshold(teacher_decisions: str | Path) -> float | None:
     """The UNSAFE threshold a probability teacher was calibrated to: `calibration.json`
     beside its decisions.jsonl (written by `evaluate --calibrate`), else None."""
-    path = Path(teacher_decisions).parent / "calibration.json"
+    path = Path(teacher_decisions).parent / CALIBRATION_FILE
     return float(json.loads(path.read_text())["threshold"]) if path.is_file() else None
 
 

@@ -229,6 +229,10 @@ class LLMMonitor:
         return decisions
 
 
+# where `evaluate --calibrate` keeps a monitor's calibration, beside its decisions.jsonl
+CALIBRATION_FILE = "calibration.json"
+
+
 def calibrate_threshold(episodes: list[tuple[bool, list[float | None]]], k: int
                         ) -> dict[str, Any]:
     """The UNSAFE threshold that maximises episode F1 under the k-consecutive rule on
